@@ -1,0 +1,87 @@
+# mdgan — plain Makefile (see README.md).
+#   make            library + bin/mdgan, bin/mdgan-base, bin/mdgan-refine
+#   make test       build and run every test (non-zero exit on any failure)
+#   make ASAN=1 test   the same under AddressSanitizer + UBSan (objects in build/asan)
+#   make DEBUG=1    -O0 -g
+#   make install-deps  Debian packages (as root)
+#   make demo       the default pipeline from pipeline.conf
+
+CC      ?= gcc
+PKGS    := openblas libpng libjpeg libzmq sqlite3 inih jansson libsodium zlib
+TESTPKGS:= cmocka
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -Iinclude \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lgif -lm -fopenmp
+
+ifeq ($(ASAN),1)
+  BUILD  := build/asan
+  CFLAGS := $(CFLAGS_BASE) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+            -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+  BINDIR := build/asan/bin
+else ifeq ($(DEBUG),1)
+  BUILD  := build/debug
+  CFLAGS := $(CFLAGS_BASE) -O0 -g
+  BINDIR := build/debug/bin
+else
+  BUILD  := build/release
+  CFLAGS := $(CFLAGS_BASE) -O2 -g -march=x86-64-v2
+  BINDIR := bin
+endif
+
+LIB_SRC  := $(wildcard common/*.c)
+LIB_OBJ  := $(LIB_SRC:common/%.c=$(BUILD)/common/%.o)
+LIB      := $(BUILD)/libmdgan.a
+BINS     := $(BINDIR)/mdgan $(BINDIR)/mdgan-base $(BINDIR)/mdgan-refine
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test install-deps demo bench clean fixtures
+all: $(BINS)
+
+# V=1 shows the full commands
+Q := $(if $(V),,@)
+
+$(BUILD)/common/%.o: common/%.c $(wildcard include/mdgan/*.h) | $(BUILD)/common
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BINDIR)/mdgan: stages/coord.c $(LIB) | $(BINDIR)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+$(BINDIR)/mdgan-base: stages/base.c $(LIB) | $(BINDIR)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+$(BINDIR)/mdgan-refine: stages/refine.c $(LIB) | $(BINDIR)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB) | $(BUILD)/tests
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs $(TESTPKGS))
+
+$(BUILD)/common $(BUILD)/tests $(BINDIR):
+	mkdir -p $@
+
+# Every test program gets the binaries' folder and the fixtures' folder; the runner
+# prints one closing line "N passed, N failed" over all cmocka counts.
+test: $(BINS) $(TESTS)
+	@MDGAN_BINDIR=$(abspath $(BINDIR)) MDGAN_FIXTURES=$(abspath tests/fixtures) \
+	  sh tests/run.sh $(TESTS)
+
+# Regenerate the PyTorch reference fixtures (needs python3-torch; the result is committed).
+fixtures:
+	/usr/bin/python3 tests/make_fixtures.py tests/fixtures
+
+install-deps:
+	sh .ci/install-deps
+
+bench: $(BINS)
+	@echo "no benchmarks yet"
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,144 @@
+#include "mdgan/ckpt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdgan/error.h"
+
+static void key(char *out, size_t n, const char *prefix, const char *name, const char *suffix) {
+    snprintf(out, n, "%s%s%s%s", prefix, *prefix ? "." : "", name, suffix);
+}
+
+static int is_running_var(const NetTensor *t) {
+    size_t n = strlen(t->name);
+    return n > 12 && !strcmp(t->name + n - 12, ".running_var");
+}
+
+int ckpt_save(const char *path, const CkptNet *nets, int nnets, const CkptMeta *meta, int nmeta) {
+    StWriter *w = st_writer_new();
+    if (!w) return -1;
+    char name[160], val[64];
+    int rc = st_writer_meta(w, "format", CKPT_FORMAT);
+    for (int k = 0; k < nmeta && rc == 0; k++) rc = st_writer_meta(w, meta[k].key, meta[k].value);
+    for (int m = 0; m < nnets && rc == 0; m++) {
+        const Net *net = nets[m].net;
+        const char *pre = nets[m].prefix;
+        for (int k = 0; k < net->ntable && rc == 0; k++) {
+            const NetTensor *t = &net->table[k];
+            key(name, sizeof name, pre, t->name, "");
+            rc = st_writer_add_f32(w, name, t->ndim, t->shape, net_tensor_data(net, t));
+            if (rc == 0 && is_running_var(t)) {
+                char bn[64];
+                snprintf(bn, sizeof bn, "%.*s.num_batches_tracked", (int)(strlen(t->name) - 12), t->name);
+                key(name, sizeof name, pre, bn, "");
+                rc = st_writer_add(w, name, ST_I64, 0, NULL, &net->bn_batches);
+            }
+        }
+        if (!nets[m].with_adam) continue;
+        for (int k = 0; k < net->ntable && rc == 0; k++) {
+            const NetTensor *t = &net->table[k];
+            if (!t->trainable) continue;
+            char base[128];
+            key(base, sizeof base, pre, t->name, "");
+            snprintf(name, sizeof name, "adam.%s.exp_avg", base);
+            rc = st_writer_add_f32(w, name, t->ndim, t->shape, net->adam_m + t->offset);
+            snprintf(name, sizeof name, "adam.%s.exp_avg_sq", base);
+            if (rc == 0) rc = st_writer_add_f32(w, name, t->ndim, t->shape, net->adam_v + t->offset);
+        }
+        snprintf(name, sizeof name, "adam.%s.step", pre);
+        snprintf(val, sizeof val, "%ld", net->adam_step);
+        if (rc == 0) rc = st_writer_meta(w, name, val);
+    }
+    if (rc == 0) rc = st_writer_save(w, path);
+    st_writer_free(w);
+    return rc;
+}
+
+static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+int ckpt_load_net(const StFile *f, Net *net, const char *prefix, int with_adam) {
+    char name[160];
+    const char *kind = net_kind_name(net->kind);
+    for (int k = 0; k < net->ntable; k++) {
+        const NetTensor *t = &net->table[k];
+        key(name, sizeof name, prefix, t->name, "");
+        if (!st_get(f, name)) {
+            MDGAN_ERR("%s: has no tensor '%s' that %s for %d frames of %dx%d (width %d) needs: the checkpoint "
+                      "is for another shape or network", f->path, name, kind, net->T, net->H, net->W, net->nf);
+            return -1;
+        }
+        if (st_read_f32(f, name, net_tensor_data(net, t), t->ndim, t->shape) != 0) return -1;
+        if (with_adam && t->trainable) {
+            char base[128];
+            key(base, sizeof base, prefix, t->name, "");
+            snprintf(name, sizeof name, "adam.%s.exp_avg", base);
+            if (st_read_f32(f, name, net->adam_m + t->offset, t->ndim, t->shape) != 0) return -1;
+            snprintf(name, sizeof name, "adam.%s.exp_avg_sq", base);
+            if (st_read_f32(f, name, net->adam_v + t->offset, t->ndim, t->shape) != 0) return -1;
+        }
+    }
+    // Anything else under the prefix means a different architecture (more levels).
+    char pre[64];
+    snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
+    net->bn_batches = 0;
+    for (int k = 0; k < f->ntensors; k++) {
+        const StTensor *st = &f->tensors[k];
+        if (!starts_with(st->name, pre)) continue;
+        const char *rest = st->name + strlen(pre);
+        // a bare file may sit beside prefixed networks: those are not ours
+        if (!*prefix && (starts_with(rest, "G1.") || starts_with(rest, "G2.") || starts_with(rest, "D1.") ||
+                         starts_with(rest, "D2.") || starts_with(rest, "adam.")))
+            continue;
+        const char *dot = strrchr(rest, '.');
+        if (dot && !strcmp(dot, ".num_batches_tracked")) {
+            if (st->dtype == ST_I64 && st_numel(st) == 1) {
+                int64_t v;
+                memcpy(&v, st->data, sizeof v);
+                if (v > net->bn_batches) net->bn_batches = v;
+            }
+            continue;
+        }
+        if (!net_find(net, rest)) {
+            MDGAN_ERR("%s: tensor '%s' does not belong to %s for %d frames of %dx%d: the checkpoint is for "
+                      "another shape (frames/size) or network", f->path, st->name, kind, net->T, net->H, net->W);
+            return -1;
+        }
+    }
+    if (with_adam) {
+        snprintf(name, sizeof name, "adam.%s.step", prefix);
+        const char *v = st_meta_get(f, name);
+        char *end = NULL;
+        long step = v ? strtol(v, &end, 10) : -1;
+        if (!v || *end || step < 0) {
+            MDGAN_ERR("%s: metadata '%s' is missing or not a step count", f->path, name);
+            return -1;
+        }
+        net->adam_step = step;
+    }
+    return 0;
+}
+
+static const char *first_conv(NetKind kind) { return kind == NET_D ? "conv1.weight" : "downConv1.weight"; }
+
+int ckpt_has_net(const StFile *f, const char *prefix, NetKind kind) {
+    char name[160];
+    key(name, sizeof name, prefix, first_conv(kind), "");
+    return st_get(f, name) != NULL;
+}
+
+int ckpt_net_width(const StFile *f, const char *prefix, NetKind kind, int *nf) {
+    char name[160];
+    key(name, sizeof name, prefix, first_conv(kind), "");
+    const StTensor *t = st_get(f, name);
+    if (!t) {
+        MDGAN_ERR("%s: no tensor '%s'", f->path, name);
+        return -1;
+    }
+    if (t->ndim != 5 || t->shape[1] != 3 || t->shape[0] < 1 || t->shape[0] > 4096) {
+        MDGAN_ERR("%s: tensor '%s' is not a first convolution from 3 channels (ndim %d)", f->path, name, t->ndim);
+        return -1;
+    }
+    *nf = (int)t->shape[0];
+    return 0;
+}

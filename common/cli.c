@@ -1,0 +1,31 @@
+#include "mdgan/cli.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#include "mdgan/error.h"
+
+int cli_int(const char *opt, const char *value, long lo, long hi, int *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || !*value || *end || errno || v < lo || v > hi) {
+        MDGAN_ERR("%s: '%s' is not an integer from %ld to %ld", opt, value ? value : "", lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int threads_set;
+
+void cli_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    threads_set = n;
+}
+
+int cli_threads(void) { return threads_set ? threads_set : omp_get_max_threads(); }

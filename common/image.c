@@ -1,0 +1,873 @@
+#include "mdgan/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gif_lib.h>
+#include <jpeglib.h>
+#include <png.h>
+
+#include "mdgan/error.h"
+
+// ---------------------------------------------------------------------------
+// Growable memory buffer: every encoder writes into one, then one atomic write
+// puts it on disk, so a failed encode never leaves a half file behind.
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} MemBuf;
+
+static int membuf_append(MemBuf *m, const void *data, size_t n) {
+    if (n > SIZE_MAX - m->n) return -1;
+    if (m->n + n > m->cap) {
+        size_t cap = m->cap ? m->cap : 65536;
+        while (cap < m->n + n) {
+            if (cap > SIZE_MAX / 2) return -1;
+            cap *= 2;
+        }
+        unsigned char *q = realloc(m->p, cap);
+        if (!q) return -1;
+        m->p = q;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, n);
+    m->n += n;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+// Durable replace: write "<path>.tmp.<pid>", fsync, rename over path, fsync the folder.
+static int write_atomic(const char *path, const void *buf, size_t n) {
+    char tmp[PATH_MAX];
+    int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (k < 0 || (size_t)k >= sizeof tmp) {
+        MDGAN_ERR("%s: path too long", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        MDGAN_ERR("cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    const unsigned char *p = buf;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            MDGAN_ERR("cannot write %s: %s", tmp, w < 0 ? strerror(errno) : "no progress");
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        MDGAN_ERR("cannot fsync %s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    if (close(fd) != 0) {
+        MDGAN_ERR("cannot close %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        MDGAN_ERR("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    // The rename is only durable once the folder entry is.
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+    } else if (slash == path) {
+        strcpy(dir, "/");
+    } else {
+        size_t dl = (size_t)(slash - path);
+        memcpy(dir, path, dl); // dl < strlen(tmp) < PATH_MAX
+        dir[dl] = '\0';
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        MDGAN_ERR("%s written but cannot open its folder %s to fsync: %s", path, dir, strerror(errno));
+        return -1;
+    }
+    if (fsync(dfd) != 0) {
+        MDGAN_ERR("%s written but cannot fsync its folder %s: %s", path, dir, strerror(errno));
+        close(dfd);
+        return -1;
+    }
+    close(dfd);
+    return 0;
+}
+
+// Whole file into memory. Images are read at most a few MB at a time; the 1 GiB cap
+// only keeps a wrong path (a disk image, a device) from eating the machine.
+static int read_whole(const char *path, unsigned char **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        MDGAN_ERR("cannot open image %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        MDGAN_ERR("cannot stat image %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        MDGAN_ERR("image %s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_size == 0) {
+        MDGAN_ERR("image %s is an empty file", path);
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size > ((uint64_t)1 << 30)) {
+        MDGAN_ERR("image %s is too large (%lld bytes)", path, (long long)st.st_size);
+        close(fd);
+        return -1;
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *p = malloc(n);
+    if (!p) {
+        MDGAN_ERR("out of memory reading image %s (%zu bytes)", path, n);
+        close(fd);
+        return -1;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            MDGAN_ERR("cannot read image %s: %s", path, strerror(errno));
+            free(p);
+            close(fd);
+            return -1;
+        }
+        if (r == 0) break; // shrank under us: decode what is there, the decoder judges
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got == 0) {
+        free(p);
+        MDGAN_ERR("image %s is an empty file", path);
+        return -1;
+    }
+    *buf = p;
+    *len = got;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// PNG
+
+typedef struct {
+    const unsigned char *p; // whole file (decode) or NULL (encode)
+    size_t n, pos;
+    MemBuf *out;            // encode target
+    char msg[256];          // libpng's last error text
+} PngIo;
+
+static void png_error_cb(png_structp png, png_const_charp msg) {
+    PngIo *io = png_get_error_ptr(png);
+    snprintf(io->msg, sizeof io->msg, "%s", msg ? msg : "unknown libpng error");
+    png_longjmp(png, 1);
+}
+
+static void png_warning_cb(png_structp png, png_const_charp msg) {
+    // Ancillary-chunk trouble (bad gamma, iCCP, CRC of a text chunk): the pixels are
+    // fine, and the library must not print.
+    (void)png;
+    (void)msg;
+}
+
+static void png_read_cb(png_structp png, png_bytep out, size_t n) {
+    PngIo *io = png_get_io_ptr(png);
+    if (n > io->n - io->pos) png_error(png, "unexpected end of file (truncated)");
+    memcpy(out, io->p + io->pos, n);
+    io->pos += n;
+}
+
+static void png_write_cb(png_structp png, png_bytep data, size_t n) {
+    PngIo *io = png_get_io_ptr(png);
+    if (membuf_append(io->out, data, n) != 0) png_error(png, "out of memory");
+}
+
+static void png_flush_cb(png_structp png) { (void)png; }
+
+static int png_decode(Image *img, const char *path, const unsigned char *buf, size_t len) {
+    PngIo io = {.p = buf, .n = len};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &io, png_error_cb, png_warning_cb);
+    if (!png) {
+        MDGAN_ERR("out of memory decoding PNG %s", path);
+        return -1;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        MDGAN_ERR("out of memory decoding PNG %s", path);
+        return -1;
+    }
+    // Written between setjmp and a possible longjmp, hence volatile.
+    unsigned char *volatile rgb = NULL; // (h, w, 3)
+    png_bytep *volatile rows = NULL;    // (h)
+    volatile int rc = -1;
+    png_uint_32 w = 0, h = 0;
+    if (setjmp(png_jmpbuf(png))) {
+        MDGAN_ERR("corrupt or truncated PNG %s: %s", path, io.msg);
+        goto done;
+    }
+    png_set_read_fn(png, &io, png_read_cb);
+    png_read_info(png, info);
+    int bit_depth, color_type, interlace;
+    if (!png_get_IHDR(png, info, &w, &h, &bit_depth, &color_type, &interlace, NULL, NULL)) {
+        MDGAN_ERR("corrupt PNG %s: no image header", path);
+        goto done;
+    }
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE) {
+        MDGAN_ERR("PNG %s is %ux%u: each side must be 1..%d", path, (unsigned)w, (unsigned)h,
+                  IMAGE_MAX_SIDE);
+        goto done;
+    }
+    // Everything to 8-bit RGB. tRNS would become an alpha channel through the
+    // palette/gray expansion, so it is stripped along with a real alpha channel.
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (bit_depth == 16) png_set_scale_16(png); // rounds (v * 255 / 65535); strip_16 would truncate
+    if ((color_type & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS))
+        png_set_strip_alpha(png);
+    if (color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA)
+        png_set_gray_to_rgb(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_bit_depth(png, info) != 8 || png_get_channels(png, info) != 3 ||
+        png_get_rowbytes(png, info) != (size_t)w * 3) {
+        MDGAN_ERR("PNG %s: unsupported layout (bit depth %d, colour type %d)", path, bit_depth,
+                  color_type);
+        goto done;
+    }
+    rgb = malloc((size_t)w * h * 3);
+    rows = malloc((size_t)h * sizeof(png_bytep));
+    if (!rgb || !rows) {
+        MDGAN_ERR("out of memory decoding PNG %s (%ux%u)", path, (unsigned)w, (unsigned)h);
+        goto done;
+    }
+    for (png_uint_32 y = 0; y < h; y++) rows[y] = rgb + (size_t)y * w * 3;
+    png_read_image(png, rows);
+    png_read_end(png, NULL); // reaching IEND is what tells a complete file from a cut one
+    rc = 0;
+done:
+    png_destroy_read_struct(&png, &info, NULL);
+    free(rows);
+    if (rc == 0) {
+        img->w = (int)w;
+        img->h = (int)h;
+        img->rgb = rgb;
+    } else {
+        free(rgb);
+    }
+    return rc;
+}
+
+int image_save_png(const Image *img, const char *path) {
+    if (!img || !img->rgb || img->w < 1 || img->h < 1 || img->w > IMAGE_MAX_OUT_SIDE ||
+        img->h > IMAGE_MAX_OUT_SIDE) {
+        MDGAN_ERR("cannot write PNG %s: bad image (%dx%d)", path, img ? img->w : 0, img ? img->h : 0);
+        return -1;
+    }
+    MemBuf out = {0};
+    PngIo io = {.out = &out};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &io, png_error_cb, png_warning_cb);
+    if (!png) {
+        MDGAN_ERR("out of memory encoding PNG %s", path);
+        return -1;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        MDGAN_ERR("out of memory encoding PNG %s", path);
+        return -1;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(out.p);
+        MDGAN_ERR("cannot encode PNG %s: %s", path, io.msg);
+        return -1;
+    }
+    png_set_write_fn(png, &io, png_write_cb, png_flush_cb);
+    png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < img->h; y++) png_write_row(png, img->rgb + (size_t)y * img->w * 3);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    int rc = write_atomic(path, out.p, out.n);
+    free(out.p);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// JPEG
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    char msg[JMSG_LENGTH_MAX];
+} JpegErr;
+
+static void jpeg_error_exit_cb(j_common_ptr cinfo) {
+    JpegErr *e = (JpegErr *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jb, 1);
+}
+
+// Level -1 is a warning, and every libjpeg warning means damaged data (premature end
+// of file, corrupt entropy data, extraneous bytes): the decoder would carry on and
+// fill the rest grey. Make them errors. Levels >= 0 are trace messages: drop them.
+static void jpeg_emit_message_cb(j_common_ptr cinfo, int level) {
+    if (level < 0) jpeg_error_exit_cb(cinfo);
+}
+
+static void jpeg_output_message_cb(j_common_ptr cinfo) { (void)cinfo; } // never print
+
+static void jpeg_err_init(JpegErr *e) {
+    jpeg_std_error(&e->pub);
+    e->pub.error_exit = jpeg_error_exit_cb;
+    e->pub.emit_message = jpeg_emit_message_cb;
+    e->pub.output_message = jpeg_output_message_cb;
+    e->msg[0] = '\0';
+}
+
+static int jpeg_decode(Image *img, const char *path, const unsigned char *buf, size_t len) {
+    struct jpeg_decompress_struct cinfo;
+    JpegErr jerr;
+    jpeg_err_init(&jerr);
+    cinfo.err = &jerr.pub;
+    unsigned char *volatile rgb = NULL; // (h, w, 3)
+    volatile int rc = -1;
+    volatile int created = 0;
+    int w = 0, h = 0;
+    if (setjmp(jerr.jb)) {
+        MDGAN_ERR("corrupt or truncated JPEG %s: %s", path, jerr.msg);
+        goto done;
+    }
+    jpeg_create_decompress(&cinfo);
+    created = 1;
+    jpeg_mem_src(&cinfo, buf, (unsigned long)len);
+    jpeg_read_header(&cinfo, TRUE);
+    if (cinfo.image_width < 1 || cinfo.image_height < 1 || cinfo.image_width > IMAGE_MAX_SIDE ||
+        cinfo.image_height > IMAGE_MAX_SIDE) {
+        MDGAN_ERR("JPEG %s is %ux%u: each side must be 1..%d", path, (unsigned)cinfo.image_width,
+                  (unsigned)cinfo.image_height, IMAGE_MAX_SIDE);
+        goto done;
+    }
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        MDGAN_ERR("JPEG %s is CMYK: not supported (convert it to RGB)", path);
+        goto done;
+    }
+    cinfo.out_color_space = JCS_RGB; // YCbCr and grayscale both convert
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_components != 3 || cinfo.output_width != cinfo.image_width ||
+        cinfo.output_height != cinfo.image_height) {
+        MDGAN_ERR("JPEG %s: unsupported layout (%d components)", path, cinfo.output_components);
+        goto done;
+    }
+    w = (int)cinfo.output_width;
+    h = (int)cinfo.output_height;
+    rgb = malloc((size_t)w * h * 3);
+    if (!rgb) {
+        MDGAN_ERR("out of memory decoding JPEG %s (%dx%d)", path, w, h);
+        goto done;
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = rgb + (size_t)cinfo.output_scanline * w * 3;
+        if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
+            MDGAN_ERR("corrupt or truncated JPEG %s: no data at row %u", path,
+                      (unsigned)cinfo.output_scanline);
+            goto done;
+        }
+    }
+    jpeg_finish_decompress(&cinfo);
+    rc = 0;
+done:
+    if (created) jpeg_destroy_decompress(&cinfo);
+    if (rc == 0) {
+        img->w = w;
+        img->h = h;
+        img->rgb = rgb;
+    } else {
+        free(rgb);
+    }
+    return rc;
+}
+
+int image_save_jpeg(const Image *img, const char *path, int quality) {
+    if (!img || !img->rgb || img->w < 1 || img->h < 1 || img->w > IMAGE_MAX_OUT_SIDE ||
+        img->h > IMAGE_MAX_OUT_SIDE) {
+        MDGAN_ERR("cannot write JPEG %s: bad image (%dx%d)", path, img ? img->w : 0, img ? img->h : 0);
+        return -1;
+    }
+    if (quality < 1 || quality > 100) {
+        MDGAN_ERR("cannot write JPEG %s: quality %d is not in 1..100", path, quality);
+        return -1;
+    }
+    struct jpeg_compress_struct cinfo;
+    JpegErr jerr;
+    jpeg_err_init(&jerr);
+    cinfo.err = &jerr.pub;
+    // libjpeg keeps mem pointing at its current malloc'd buffer, also after an error.
+    unsigned char *mem = NULL;
+    unsigned long memsize = 0;
+    volatile int created = 0;
+    if (setjmp(jerr.jb)) {
+        if (created) jpeg_destroy_compress(&cinfo);
+        free(mem);
+        MDGAN_ERR("cannot encode JPEG %s: %s", path, jerr.msg);
+        return -1;
+    }
+    jpeg_create_compress(&cinfo);
+    created = 1;
+    jpeg_mem_dest(&cinfo, &mem, &memsize);
+    cinfo.image_width = (JDIMENSION)img->w;
+    cinfo.image_height = (JDIMENSION)img->h;
+    cinfo.input_components = 3;
+    cinfo.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, quality, TRUE);
+    jpeg_start_compress(&cinfo, TRUE);
+    while (cinfo.next_scanline < cinfo.image_height) {
+        JSAMPROW row = img->rgb + (size_t)cinfo.next_scanline * img->w * 3;
+        jpeg_write_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    int rc = write_atomic(path, mem, (size_t)memsize);
+    free(mem);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Load
+
+int image_load(Image *img, const char *path) {
+    static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    img->w = img->h = 0;
+    img->rgb = NULL;
+    unsigned char *buf;
+    size_t len;
+    if (read_whole(path, &buf, &len) != 0) return -1;
+    int rc;
+    if (len >= 8 && memcmp(buf, png_sig, 8) == 0) {
+        rc = png_decode(img, path, buf, len);
+    } else if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) {
+        rc = jpeg_decode(img, path, buf, len);
+    } else {
+        MDGAN_ERR("%s is not a PNG or JPEG image (%zu bytes, no PNG or JPEG signature)", path, len);
+        rc = -1;
+    }
+    free(buf);
+    return rc;
+}
+
+void image_free(Image *img) {
+    if (!img) return;
+    free(img->rgb);
+    img->rgb = NULL;
+    img->w = img->h = 0;
+}
+
+// ---------------------------------------------------------------------------
+// Resize
+
+// Per-axis filter taps: output i reads source start[i] .. start[i]+count[i]-1 with
+// weights w[i*maxtaps + k].
+typedef struct {
+    int *start, *count;
+    float *w;
+    int maxtaps;
+} Taps;
+
+static void taps_free(Taps *t) {
+    free(t->start);
+    free(t->count);
+    free(t->w);
+}
+
+static int taps_make(Taps *t, int src, int dst) {
+    // Shrinking by s = src/dst covers at most ceil(s) + 1 source pixels.
+    t->maxtaps = dst < src ? (src + dst - 1) / dst + 1 : 2;
+    t->start = malloc((size_t)dst * sizeof(int));
+    t->count = malloc((size_t)dst * sizeof(int));
+    t->w = calloc((size_t)dst * t->maxtaps, sizeof(float));
+    if (!t->start || !t->count || !t->w) {
+        taps_free(t);
+        return -1;
+    }
+    for (int i = 0; i < dst; i++) {
+        float *wi = t->w + (size_t)i * t->maxtaps;
+        if (dst < src) {
+            // Exact box filter in integers, lengths in units of 1/dst source pixels:
+            // output i covers [i*src, (i+1)*src), source j covers [j*dst, (j+1)*dst);
+            // weight = overlap / src, so the weights of one output sum to exactly 1.
+            int64_t lo = (int64_t)i * src, hi = (int64_t)(i + 1) * src;
+            int j0 = (int)(lo / dst), j1 = (int)((hi - 1) / dst);
+            t->start[i] = j0;
+            t->count[i] = j1 - j0 + 1;
+            for (int j = j0; j <= j1; j++) {
+                int64_t a = lo > (int64_t)j * dst ? lo : (int64_t)j * dst;
+                int64_t b = hi < (int64_t)(j + 1) * dst ? hi : (int64_t)(j + 1) * dst;
+                wi[j - j0] = (float)((double)(b - a) / src);
+            }
+        } else if (dst > src) {
+            // PyTorch bilinear, align_corners=False: x = (i + 0.5) * src/dst - 0.5,
+            // negative x clamped to 0, the right neighbour clamped to the last pixel.
+            double x = ((double)i + 0.5) * src / dst - 0.5;
+            if (x < 0) x = 0;
+            int i0 = (int)x;
+            if (i0 > src - 1) i0 = src - 1;
+            double l = x - i0;
+            t->start[i] = i0;
+            if (i0 + 1 < src) {
+                t->count[i] = 2;
+                wi[0] = (float)(1.0 - l);
+                wi[1] = (float)l;
+            } else {
+                t->count[i] = 1;
+                wi[0] = 1.0f;
+            }
+        } else {
+            t->start[i] = i;
+            t->count[i] = 1;
+            wi[0] = 1.0f;
+        }
+    }
+    return 0;
+}
+
+static unsigned char u8_round(float v) { // round half up, clamped
+    if (!(v > 0.0f)) return 0;
+    if (v >= 255.0f) return 255;
+    return (unsigned char)(int)(v + 0.5f);
+}
+
+// Resize the source rectangle (x0, y0, cw, ch) to w x h: rows first, then columns.
+static int resize_rect(Image *dst, const Image *src, int x0, int y0, int cw, int ch, int w, int h) {
+    dst->w = dst->h = 0;
+    dst->rgb = NULL;
+    Taps tx = {0}, ty = {0};
+    float *tmp = NULL; // (ch, w, 3): the rectangle's rows resized horizontally
+    unsigned char *out = malloc((size_t)w * h * 3);
+    tmp = malloc((size_t)ch * w * 3 * sizeof(float));
+    if (!out || !tmp || taps_make(&tx, cw, w) != 0 || taps_make(&ty, ch, h) != 0) {
+        MDGAN_ERR("out of memory resizing a %dx%d image to %dx%d", src->w, src->h, w, h);
+        free(out);
+        free(tmp);
+        taps_free(&tx);
+        taps_free(&ty);
+        return -1;
+    }
+    for (int y = 0; y < ch; y++) {
+        const unsigned char *srow = src->rgb + ((size_t)(y0 + y) * src->w + x0) * 3;
+        float *trow = tmp + (size_t)y * w * 3;
+        for (int x = 0; x < w; x++) {
+            const float *wx = tx.w + (size_t)x * tx.maxtaps;
+            const unsigned char *s = srow + (size_t)tx.start[x] * 3;
+            float r = 0, g = 0, b = 0;
+            for (int k = 0; k < tx.count[x]; k++) {
+                r += wx[k] * s[3 * k];
+                g += wx[k] * s[3 * k + 1];
+                b += wx[k] * s[3 * k + 2];
+            }
+            trow[3 * x] = r;
+            trow[3 * x + 1] = g;
+            trow[3 * x + 2] = b;
+        }
+    }
+    for (int y = 0; y < h; y++) {
+        const float *wy = ty.w + (size_t)y * ty.maxtaps;
+        unsigned char *orow = out + (size_t)y * w * 3;
+        for (int i = 0; i < w * 3; i++) {
+            float acc = 0;
+            for (int k = 0; k < ty.count[y]; k++)
+                acc += wy[k] * tmp[(size_t)(ty.start[y] + k) * w * 3 + i];
+            orow[i] = u8_round(acc);
+        }
+    }
+    free(tmp);
+    taps_free(&tx);
+    taps_free(&ty);
+    dst->w = w;
+    dst->h = h;
+    dst->rgb = out;
+    return 0;
+}
+
+static int check_src(const Image *src, const char *what) {
+    if (!src || !src->rgb || src->w < 1 || src->h < 1 || src->w > IMAGE_MAX_SIDE ||
+        src->h > IMAGE_MAX_SIDE) {
+        MDGAN_ERR("%s: bad source image (%dx%d)", what, src ? src->w : 0, src ? src->h : 0);
+        return -1;
+    }
+    return 0;
+}
+
+int image_resize(Image *dst, const Image *src, int w, int h) {
+    dst->w = dst->h = 0;
+    dst->rgb = NULL;
+    if (check_src(src, "image_resize") != 0) return -1;
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE) {
+        MDGAN_ERR("image_resize: target size %dx%d not in 1..%d", w, h, IMAGE_MAX_SIDE);
+        return -1;
+    }
+    return resize_rect(dst, src, 0, 0, src->w, src->h, w, h);
+}
+
+int image_fit_square(Image *dst, const Image *src, int size) {
+    dst->w = dst->h = 0;
+    dst->rgb = NULL;
+    if (check_src(src, "image_fit_square") != 0) return -1;
+    if (size < 1 || size > IMAGE_MAX_SIDE) {
+        MDGAN_ERR("image_fit_square: size %d not in 1..%d", size, IMAGE_MAX_SIDE);
+        return -1;
+    }
+    int side = src->w < src->h ? src->w : src->h;
+    return resize_rect(dst, src, (src->w - side) / 2, (src->h - side) / 2, side, side, size, size);
+}
+
+// ---------------------------------------------------------------------------
+// Float layout
+
+unsigned char image_u8_from_float(float v) {
+    // In double, so that (u/127.5f - 1 + 1) * 127.5 lands within 1e-5 of u: exact inverse.
+    double x = ((double)v + 1.0) * 127.5;
+    if (!(x > 0.0)) return 0; // NaN too
+    if (x >= 255.0) return 255;
+    return (unsigned char)(int)(x + 0.5);
+}
+
+void image_to_chw(float *out, const Image *img) {
+    size_t hw = (size_t)img->h * img->w;
+    for (size_t p = 0; p < hw; p++)
+        for (int c = 0; c < 3; c++) out[c * hw + p] = img->rgb[3 * p + c] / 127.5f - 1.0f;
+}
+
+int image_from_chw(Image *img, const float *chw, int h, int w) {
+    img->w = img->h = 0;
+    img->rgb = NULL;
+    if (h < 1 || w < 1 || h > IMAGE_MAX_OUT_SIDE || w > IMAGE_MAX_OUT_SIDE) {
+        MDGAN_ERR("image_from_chw: size %dx%d not in 1..%d", w, h, IMAGE_MAX_OUT_SIDE);
+        return -1;
+    }
+    size_t hw = (size_t)h * w;
+    unsigned char *rgb = malloc(hw * 3);
+    if (!rgb) {
+        MDGAN_ERR("out of memory for a %dx%d image", w, h);
+        return -1;
+    }
+    for (size_t p = 0; p < hw; p++)
+        for (int c = 0; c < 3; c++) rgb[3 * p + c] = image_u8_from_float(chw[c * hw + p]);
+    img->w = w;
+    img->h = h;
+    img->rgb = rgb;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Contact sheet and GIF
+
+static int check_videos(const char *what, const float *const *videos, int nvideos, int T, int H,
+                        int W) {
+    if (!videos || nvideos < 1 || T < 1 || H < 1 || W < 1) {
+        MDGAN_ERR("%s: bad video batch (n=%d, T=%d, H=%d, W=%d)", what, nvideos, T, H, W);
+        return -1;
+    }
+    for (int n = 0; n < nvideos; n++)
+        if (!videos[n]) {
+            MDGAN_ERR("%s: video %d is NULL", what, n);
+            return -1;
+        }
+    return 0;
+}
+
+// Copies frame t of a (3, T, H, W) video into an RGB canvas at (ox, oy).
+static void blit_frame(unsigned char *canvas, int cw, int ox, int oy, const float *video, int T,
+                       int t, int H, int W) {
+    size_t hw = (size_t)H * W, chan = (size_t)T * hw;
+    const float *f = video + (size_t)t * hw;
+    for (int y = 0; y < H; y++) {
+        unsigned char *row = canvas + ((size_t)(oy + y) * cw + ox) * 3;
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++)
+                row[3 * x + c] = image_u8_from_float(f[c * chan + (size_t)y * W + x]);
+    }
+}
+
+int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int T, int H, int W,
+                        int gap) {
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    if (check_videos("contact sheet", videos, nvideos, T, H, W) != 0) return -1;
+    if (gap < 0) {
+        MDGAN_ERR("contact sheet: gap %d is negative", gap);
+        return -1;
+    }
+    int64_t ow = (int64_t)T * W + (int64_t)(T - 1) * gap;
+    int64_t oh = (int64_t)nvideos * H + (int64_t)(nvideos - 1) * gap;
+    if (ow > IMAGE_MAX_OUT_SIDE || oh > IMAGE_MAX_OUT_SIDE) {
+        MDGAN_ERR("contact sheet would be %lldx%lld: each side must be <= %d", (long long)ow,
+                  (long long)oh, IMAGE_MAX_OUT_SIDE);
+        return -1;
+    }
+    unsigned char *rgb = malloc((size_t)ow * oh * 3);
+    if (!rgb) {
+        MDGAN_ERR("out of memory for a %lldx%lld contact sheet", (long long)ow, (long long)oh);
+        return -1;
+    }
+    memset(rgb, 255, (size_t)ow * oh * 3);
+    for (int n = 0; n < nvideos; n++)
+        for (int t = 0; t < T; t++)
+            blit_frame(rgb, (int)ow, t * (W + gap), n * (H + gap), videos[n], T, t, H, W);
+    out->w = (int)ow;
+    out->h = (int)oh;
+    out->rgb = rgb;
+    return 0;
+}
+
+// The fixed 6x7x6 cube: red and blue levels k*51, green round(k*255/6).
+enum { GIF_R = 6, GIF_G = 7, GIF_B = 6 };
+
+// 4x4 Bayer matrix: thresholds (2B+1)/32 in (0, 1).
+static const int bayer4[4][4] = {{0, 8, 2, 10}, {12, 4, 14, 6}, {3, 11, 1, 9}, {15, 7, 13, 5}};
+
+// Ordered dither of one sample to one of L levels: floor(u*(L-1)/255 + (2B+1)/32),
+// in integers so the result is exact. A sample on a level (u*(L-1)/255 within
+// 1/64 of an integer, which the rounded green levels are) keeps it.
+static int dither_level(int u, int L, int bayer) {
+    int q = (32 * u * (L - 1) + 255 * (2 * bayer + 1)) / (32 * 255);
+    return q > L - 1 ? L - 1 : q;
+}
+
+static int gif_write_cb(GifFileType *gif, const GifByteType *data, int n) {
+    MemBuf *m = gif->UserData;
+    if (n < 0 || membuf_append(m, data, (size_t)n) != 0) return 0;
+    return n;
+}
+
+int image_save_gif(const char *path, const float *const *videos, int nvideos, int T, int H, int W,
+                   int delay_cs) {
+    if (check_videos("GIF", videos, nvideos, T, H, W) != 0) {
+        mdgan_errctx("cannot write %s", path);
+        return -1;
+    }
+    if (delay_cs < 0 || delay_cs > 65535) {
+        MDGAN_ERR("cannot write GIF %s: delay %d cs not in 0..65535", path, delay_cs);
+        return -1;
+    }
+    int64_t gw = (int64_t)nvideos * W + (int64_t)(nvideos - 1) * IMAGE_GIF_GAP;
+    if (gw > IMAGE_MAX_OUT_SIDE || H > IMAGE_MAX_OUT_SIDE) {
+        MDGAN_ERR("cannot write GIF %s: %lldx%d frames are too large (max side %d)", path,
+                  (long long)gw, H, IMAGE_MAX_OUT_SIDE);
+        return -1;
+    }
+    int fw = (int)gw;
+    size_t npix = (size_t)fw * H;
+    unsigned char *canvas = malloc(npix * 3); // (H, fw, 3)
+    GifPixelType *idx = malloc(npix);         // (H, fw)
+    ColorMapObject *cmap = GifMakeMapObject(256, NULL);
+    MemBuf out = {0};
+    GifFileType *gif = NULL;
+    int rc = -1, gerr = 0;
+    if (!canvas || !idx || !cmap) {
+        MDGAN_ERR("out of memory writing GIF %s", path);
+        goto done;
+    }
+    memset(canvas, 255, npix * 3); // the white gaps between clips
+    for (int i = 0; i < 256; i++) {
+        GifColorType *col = &cmap->Colors[i];
+        if (i < GIF_R * GIF_G * GIF_B) {
+            int r = i / (GIF_G * GIF_B), g = i / GIF_B % GIF_G, b = i % GIF_B;
+            col->Red = (GifByteType)(r * 255 / (GIF_R - 1));
+            col->Green = (GifByteType)((g * 255 + (GIF_G - 1) / 2) / (GIF_G - 1));
+            col->Blue = (GifByteType)(b * 255 / (GIF_B - 1));
+        } else {
+            col->Red = col->Green = col->Blue = 0; // unused
+        }
+    }
+    gif = EGifOpen(&out, gif_write_cb, &gerr);
+    if (!gif) {
+        MDGAN_ERR("cannot write GIF %s: %s", path, GifErrorString(gerr));
+        goto done;
+    }
+    EGifSetGifVersion(gif, true); // GIF89a: needed for the delay and loop extensions
+    if (EGifPutScreenDesc(gif, fw, H, 8, 0, cmap) == GIF_ERROR) goto gif_fail;
+    // NETSCAPE2.0 application extension: sub-block 1, loop count 0 = forever.
+    static const unsigned char loop[3] = {1, 0, 0};
+    if (EGifPutExtensionLeader(gif, APPLICATION_EXT_FUNC_CODE) == GIF_ERROR ||
+        EGifPutExtensionBlock(gif, 11, "NETSCAPE2.0") == GIF_ERROR ||
+        EGifPutExtensionBlock(gif, 3, loop) == GIF_ERROR || EGifPutExtensionTrailer(gif) == GIF_ERROR)
+        goto gif_fail;
+    GraphicsControlBlock gcb = {.DisposalMode = DISPOSE_DO_NOT, .UserInputFlag = false,
+                                .DelayTime = delay_cs, .TransparentColor = NO_TRANSPARENT_COLOR};
+    GifByteType ext[4];
+    size_t extlen = EGifGCBToExtension(&gcb, ext);
+    for (int t = 0; t < T; t++) {
+        for (int n = 0; n < nvideos; n++)
+            blit_frame(canvas, fw, n * (W + IMAGE_GIF_GAP), 0, videos[n], T, t, H, W);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < fw; x++) {
+                size_t p = (size_t)y * fw + x;
+                int b4 = bayer4[y & 3][x & 3];
+                int r = dither_level(canvas[3 * p], GIF_R, b4);
+                int g = dither_level(canvas[3 * p + 1], GIF_G, b4);
+                int b = dither_level(canvas[3 * p + 2], GIF_B, b4);
+                idx[p] = (GifPixelType)((r * GIF_G + g) * GIF_B + b);
+            }
+        if (EGifPutExtension(gif, GRAPHICS_EXT_FUNC_CODE, (int)extlen, ext) == GIF_ERROR ||
+            EGifPutImageDesc(gif, 0, 0, fw, H, false, NULL) == GIF_ERROR)
+            goto gif_fail;
+        for (int y = 0; y < H; y++)
+            if (EGifPutLine(gif, idx + (size_t)y * fw, fw) == GIF_ERROR) goto gif_fail;
+    }
+    {
+        int e = 0;
+        int ok = EGifCloseFile(gif, &e); // frees gif whatever happens
+        gif = NULL;
+        if (ok == GIF_ERROR) {
+            MDGAN_ERR("cannot encode GIF %s: %s", path, GifErrorString(e));
+            goto done;
+        }
+    }
+    rc = write_atomic(path, out.p, out.n);
+    goto done;
+gif_fail:
+    MDGAN_ERR("cannot encode GIF %s: %s", path, GifErrorString(gif->Error));
+done:
+    if (gif) EGifCloseFile(gif, &gerr);
+    GifFreeMapObject(cmap);
+    free(out.p);
+    free(idx);
+    free(canvas);
+    return rc;
+}

@@ -1,0 +1,236 @@
+// Losses: BCE from logits, mean L1, Gram matrices, their L1 distances and the ranking
+// loss of the Refine-Net (DESIGN.md section 3).
+// Sums are double and in a fixed order (L1 splits into a fixed number of chunks, not
+// into one chunk per thread), so the bits do not depend on the thread count.
+// Gram products go to OpenBLAS from serial code: never from inside an OpenMP region.
+#include "mdgan/loss.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+// softplus(z) = log(1 + e^z) without overflow
+static double softplus(double z) { return (z > 0 ? z : 0) + log1p(exp(-fabs(z))); }
+
+static double sigmoid(double z) {
+    if (z >= 0) return 1.0 / (1.0 + exp(-z));
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+// ---------------------------------------------------------------- BCE and L1
+
+float bce_logits_forward(const float *logits, float target, size_t n) {
+    double t = target, sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = logits[i];
+        sum += (x > 0 ? x : 0) - x * t + log1p(exp(-fabs(x)));
+    }
+    return (float)(sum / (double)n);
+}
+
+void bce_logits_backward(float *dlogits, const float *logits, float target, size_t n, float scale) {
+    // L = mean_i [max(x,0) - x t + log1p(e^-|x|)]: dL/dx_i = (sigmoid(x_i) - t) / n
+    for (size_t i = 0; i < n; i++)
+        dlogits[i] += (float)((double)scale * (sigmoid(logits[i]) - target) / (double)n);
+}
+
+// A fixed number of partial sums, whatever the thread count.
+#define L1_CHUNKS 64
+
+float l1_forward(const float *a, const float *b, size_t n) {
+    double part[L1_CHUNKS];
+    const size_t chunk = (n + L1_CHUNKS - 1) / L1_CHUNKS;
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (int k = 0; k < L1_CHUNKS; k++) {
+        size_t lo = (size_t)k * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0;
+        for (size_t i = lo; i < hi; i++) s += fabs((double)a[i] - (double)b[i]);
+        part[k] = s;
+    }
+    double sum = 0;
+    for (int k = 0; k < L1_CHUNKS; k++) sum += part[k];
+    return (float)(sum / (double)n);
+}
+
+void l1_backward(float *da, const float *a, const float *b, size_t n, float scale) {
+    // L = mean |a - b|: dL/da = sign(a - b) / n
+    const float g = (float)((double)scale / (double)n);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+    for (size_t i = 0; i < n; i++) da[i] += a[i] > b[i] ? g : a[i] < b[i] ? -g : 0.0f;
+}
+
+// ---------------------------------------------------------------- Gram matrices
+
+void gram_forward(float *g, const float *x, int N, int M, size_t S) {
+    const size_t MM = (size_t)M * M, MS = (size_t)M * S;
+    const float alpha = (float)(1.0 / ((double)M * (double)S));
+    for (int n = 0; n < N; n++) {
+        float *gn = g + (size_t)n * MM;
+        // upper half of alpha * x x^T, then mirrored so g is exactly symmetric
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M, (int)S, alpha, x + (size_t)n * MS,
+                    (int)S, 0.0f, gn, M);
+        for (int i = 1; i < M; i++)
+            for (int j = 0; j < i; j++) gn[(size_t)i * M + j] = gn[(size_t)j * M + i];
+    }
+}
+
+static int is_symmetric(const float *a, int M) {
+    for (int i = 1; i < M; i++)
+        for (int j = 0; j < i; j++)
+            if (a[(size_t)i * M + j] != a[(size_t)j * M + i]) return 0;
+    return 1;
+}
+
+void gram_backward(float *dx, const float *dg, const float *x, int N, int M, size_t S) {
+    // forward: g = x x^T / (M S) => dL/dx = (dg + dg^T) x / (M S)
+    const size_t MM = (size_t)M * M, MS = (size_t)M * S;
+    const float alpha = (float)(1.0 / ((double)M * (double)S));
+    for (int n = 0; n < N; n++) {
+        const float *dgn = dg + (size_t)n * MM, *xn = x + (size_t)n * MS;
+        float *dxn = dx + (size_t)n * MS;
+        if (is_symmetric(dgn, M)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)S, M, 2.0f * alpha, dgn, M,
+                        xn, (int)S, 1.0f, dxn, (int)S);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)S, M, alpha, dgn, M, xn,
+                        (int)S, 1.0f, dxn, (int)S);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, (int)S, M, alpha, dgn, M, xn,
+                        (int)S, 1.0f, dxn, (int)S);
+        }
+    }
+}
+
+void gram_forward_naive(float *g, const float *x, int N, int M, size_t S) {
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < M; j++) {
+                const float *xi = x + ((size_t)n * M + i) * S, *xj = x + ((size_t)n * M + j) * S;
+                double s = 0;
+                for (size_t k = 0; k < S; k++) s += (double)xi[k] * xj[k];
+                g[((size_t)n * M + i) * M + j] = (float)(s / ((double)M * S));
+            }
+}
+
+void gram_backward_naive(float *dx, const float *dg, const float *x, int N, int M, size_t S) {
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < M; i++)
+            for (size_t k = 0; k < S; k++) {
+                // dL/dx[i,k] = sum_j (dg[i,j] + dg[j,i]) x[j,k] / (M S)
+                double s = 0;
+                for (int j = 0; j < M; j++) {
+                    double sym = (double)dg[((size_t)n * M + i) * M + j] + dg[((size_t)n * M + j) * M + i];
+                    s += sym * x[((size_t)n * M + j) * S + k];
+                }
+                dx[((size_t)n * M + i) * S + k] += (float)(s / ((double)M * S));
+            }
+}
+
+void gram_l1_distance(float *d, const float *ga, const float *gb, int N, int M) {
+    const size_t MM = (size_t)M * M;
+    for (int n = 0; n < N; n++) {
+        const float *a = ga + (size_t)n * MM, *b = gb + (size_t)n * MM;
+        double s = 0;
+        for (size_t i = 0; i < MM; i++) s += fabs((double)a[i] - (double)b[i]);
+        d[n] = (float)s;
+    }
+}
+
+void gram_l1_distance_backward(float *dga, float *dgb, const float *dd, const float *ga,
+                               const float *gb, int N, int M) {
+    // d = sum |ga - gb|: dd/dga = sign(ga - gb) = -dd/dgb, sign(0) = 0
+    const size_t MM = (size_t)M * M;
+    for (int n = 0; n < N; n++) {
+        const float *a = ga + (size_t)n * MM, *b = gb + (size_t)n * MM;
+        const float g = dd[n];
+        for (size_t i = 0; i < MM; i++) {
+            float sg = a[i] > b[i] ? g : a[i] < b[i] ? -g : 0.0f;
+            if (dga) dga[(size_t)n * MM + i] += sg;
+            if (dgb) dgb[(size_t)n * MM + i] -= sg;
+        }
+    }
+}
+
+float rank_loss(const float *d2, const float *d1, int N) {
+    double s = 0;
+    for (int n = 0; n < N; n++) s += softplus((double)d2[n] - (double)d1[n]);
+    return (float)(s / N);
+}
+
+void rank_loss_backward(float *dd2, float *dd1, const float *d2, const float *d1, int N,
+                        float scale) {
+    // L = mean softplus(d2 - d1): dL/dd2 = sigmoid(d2 - d1) / N = -dL/dd1
+    for (int n = 0; n < N; n++) {
+        float g = (float)((double)scale * sigmoid((double)d2[n] - (double)d1[n]) / N);
+        if (dd2) dd2[n] += g;
+        if (dd1) dd1[n] -= g;
+    }
+}
+
+// ---------------------------------------------------------------- the whole D2 ranking term
+
+static size_t rank_M(const RankShape *s, int l) { return (size_t)s->C[l] * s->T[l]; }
+static size_t rank_S(const RankShape *s, int l) { return (size_t)s->H[l] * s->W[l]; }
+
+size_t rank_loss_workspace_floats(const RankShape *s) {
+    size_t m0 = rank_M(s, 0), m1 = rank_M(s, 1), mx = m0 > m1 ? m0 : m1;
+    return 3 * (m0 * m0 + m1 * m1) + mx * mx;
+}
+
+float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3],
+                         const RankShape *s, float scale, float *ws) {
+    // Workspace: G[l][k] = Gram of sample n of feature k in layer l, then dG.
+    float *G[2][3];
+    float *p = ws;
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            G[l][k] = p;
+            p += rank_M(s, l) * rank_M(s, l);
+        }
+    float *dG = p;
+    int want_grad = 0;
+    if (dfeat)
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < 3; k++) want_grad |= dfeat[l][k] != NULL;
+
+    double loss = 0;
+    for (int n = 0; n < s->N; n++) {
+        // d1 = d(Y1, Y), d2 = d(Y2, Y), summed over the two layers
+        float d1 = 0, d2 = 0;
+        for (int l = 0; l < 2; l++) {
+            int M = (int)rank_M(s, l);
+            size_t S = rank_S(s, l), off = (size_t)n * M * S;
+            for (int k = 0; k < 3; k++) gram_forward(G[l][k], feat[l][k] + off, 1, M, S);
+            float a, b;
+            gram_l1_distance(&a, G[l][1], G[l][0], 1, M);
+            gram_l1_distance(&b, G[l][2], G[l][0], 1, M);
+            d1 += a;
+            d2 += b;
+        }
+        if (dist) {
+            dist[n] = d1;
+            dist[s->N + n] = d2;
+        }
+        loss += softplus((double)d2 - (double)d1);
+        if (!want_grad) continue;
+
+        // dL/dd2 = g, dL/dd1 = -g (one sample's share of the mean)
+        const float g2 = (float)((double)scale * sigmoid((double)d2 - (double)d1) / s->N), g1 = -g2;
+        for (int l = 0; l < 2; l++) {
+            int M = (int)rank_M(s, l);
+            size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
+            for (int k = 0; k < 3; k++) {
+                if (!dfeat[l][k]) continue;
+                memset(dG, 0, MM * sizeof(float));
+                if (k == 0) {  // Y appears in both distances, as the second argument
+                    gram_l1_distance_backward(NULL, dG, &g1, G[l][1], G[l][0], 1, M);
+                    gram_l1_distance_backward(NULL, dG, &g2, G[l][2], G[l][0], 1, M);
+                } else {
+                    gram_l1_distance_backward(dG, NULL, k == 1 ? &g1 : &g2, G[l][k], G[l][0], 1, M);
+                }
+                gram_backward(dfeat[l][k] + off, dG, feat[l][k] + off, 1, M, S);
+            }
+        }
+    }
+    return (float)(loss / s->N);
+}

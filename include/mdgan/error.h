@@ -1,0 +1,26 @@
+#ifndef MDGAN_ERROR_H
+#define MDGAN_ERROR_H
+// One error channel for the whole library: a failing function leaves a message
+// here and returns -1 (or NULL); only main() decides to print and exit.
+// The message is meant for the user: name the file, tensor, line or field at fault.
+// The source location (file:line of the code that failed) is kept beside it and
+// printed when MDGAN_DEBUG is set in the environment.
+
+#include <stdarg.h>
+
+// Exit codes every executable uses.
+enum { MDGAN_EXIT_OK = 0, MDGAN_EXIT_RUNTIME = 1, MDGAN_EXIT_USAGE = 2 };
+
+void mdgan_seterr_at(const char *src_file, int src_line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define MDGAN_ERR(...) mdgan_seterr_at(__FILE__, __LINE__, __VA_ARGS__)
+
+// Prepend context to the current message: "ctx: old message".
+void mdgan_errctx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+const char *mdgan_errmsg(void);     // "" when no error was set
+void mdgan_errclear(void);
+// Print "prog: message" (and the source location under MDGAN_DEBUG) on stderr.
+void mdgan_errprint(const char *prog);
+
+#endif

@@ -1,0 +1,252 @@
+"""Writes the PyTorch reference fixtures used by the C tests.
+
+usage: /usr/bin/python3 tests/make_fixtures.py OUTDIR
+
+All tensors F32 unless stated (num_batches_tracked: I64 scalar). Deterministic:
+every fixture reseeds torch's RNG, so a rerun gives the same bytes.
+Models and I/O helpers: tests/mdgan_ref.py.
+"""
+
+import copy
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdgan_ref as ref  # noqa: E402
+
+torch.set_num_threads(1)
+OUT = None
+
+
+def save(name, tensors, meta=None):
+    path = os.path.join(OUT, name)
+    ref.write_safetensors(path, tensors, meta)
+    back, _ = ref.read_safetensors(path)
+    desc = " ".join("%s%s" % (k, list(v.shape)) for k, v in back.items())
+    if len(desc) > 300:
+        desc = "%d tensors, e.g. %s ..." % (len(back), desc[:240])
+    print("%-28s %8d bytes  %s" % (name, os.path.getsize(path), desc))
+
+
+def t3(v):
+    return "%d,%d,%d" % tuple(v if isinstance(v, (tuple, list)) else (v, v, v))
+
+
+def grads_of(out, dout, *inputs):
+    """Gradients of sum(out * dout) with respect to inputs."""
+    return torch.autograd.grad((out * dout).sum(), inputs)
+
+
+# ---------------------------------------------------------------------------
+# a, b) convolutions
+
+
+def conv_fixture(fname, seed, cases, transpose):
+    torch.manual_seed(seed)
+    tensors, meta = {}, {}
+    for c, (N, IC, OC, ins, k, s, p) in cases.items():
+        k3 = k if isinstance(k, tuple) else (k, k, k)
+        x = torch.randn(N, IC, *ins, requires_grad=True)
+        wshape = (IC, OC) + k3 if transpose else (OC, IC) + k3
+        w = (torch.randn(*wshape) * 0.2).requires_grad_()
+        y = (F.conv_transpose3d if transpose else F.conv3d)(x, w, None, s, p)
+        dy = torch.randn_like(y)
+        dx, dw = grads_of(y, dy, x, w)
+        for n, v in (("x", x), ("w", w), ("y", y), ("dy", dy), ("dx", dx), ("dw", dw)):
+            tensors["%s.%s" % (c, n)] = v
+        meta["%s.stride" % c] = t3(s)
+        meta["%s.padding" % c] = t3(p)
+    save(fname, tensors, meta)
+
+
+# ---------------------------------------------------------------------------
+# c, d) batch norm
+
+
+def bn_fixtures():
+    torch.manual_seed(3)
+    C = 3
+    x = (torch.randn(2, C, 3, 4, 5) * torch.tensor([2.0, 0.5, 1.5]).view(1, C, 1, 1, 1)
+         + torch.tensor([1.0, -2.0, 0.3]).view(1, C, 1, 1, 1))
+    weight = 1 + 0.5 * torch.randn(C)
+    bias = 0.5 * torch.randn(C)
+    rm = torch.randn(C)
+    rv = 0.5 + torch.rand(C)
+
+    def run(train):
+        bn = nn.BatchNorm3d(C, eps=1e-5, momentum=0.1)
+        with torch.no_grad():
+            bn.weight.copy_(weight)
+            bn.bias.copy_(bias)
+            bn.running_mean.copy_(rm)
+            bn.running_var.copy_(rv)
+        bn.train(train)
+        xx = x.clone().requires_grad_()
+        y = bn(xx)
+        return bn, xx, y
+
+    bn, xx, y = run(True)
+    dy = torch.randn_like(y)
+    dx, dw, db = grads_of(y, dy, xx, bn.weight, bn.bias)
+    save("bn3d_train.safetensors", {
+        "x": x, "weight": weight, "bias": bias, "running_mean_in": rm, "running_var_in": rv,
+        "y": y, "dy": dy, "dx": dx, "dweight": dw, "dbias": db,
+        "running_mean_out": bn.running_mean, "running_var_out": bn.running_var},
+        {"momentum": "0.1", "eps": "1e-5"})
+
+    bn, xx, y = run(False)
+    dy = torch.randn_like(y)
+    dx, dw, db = grads_of(y, dy, xx, bn.weight, bn.bias)
+    save("bn3d_eval.safetensors", {
+        "x": x, "weight": weight, "bias": bias, "running_mean": rm, "running_var": rv,
+        "y": y, "dy": dy, "dx": dx, "dweight": dw, "dbias": db},
+        {"momentum": "0.1", "eps": "1e-5"})
+
+
+# ---------------------------------------------------------------------------
+# e) Gram matrices and the ranking loss
+
+
+def gram_rank_fixture():
+    torch.manual_seed(4)
+    # Y1 and Y2 are Y plus noise of different sizes, scaled so that d(Y1,Y) and
+    # d(Y2,Y) are of order 1 and differ (softplus in its curved part).
+    feats = {}
+    for layer, shape, scale in (("feat1", (2, 3, 4, 5, 6), 0.55), ("feat3", (2, 5, 2, 3, 3), 0.33)):
+        y = torch.randn(*shape) * scale
+        feats[layer + "_y"] = y
+        feats[layer + "_y1"] = y + 0.9 * scale * torch.randn(*shape)
+        feats[layer + "_y2"] = y + 0.6 * scale * torch.randn(*shape)
+    leaves = {k: v.clone().requires_grad_() for k, v in feats.items()}
+    fy = [leaves["feat1_y"], leaves["feat3_y"]]
+    d_y1 = ref.gram_distance([leaves["feat1_y1"], leaves["feat3_y1"]], fy)
+    d_y2 = ref.gram_distance([leaves["feat1_y2"], leaves["feat3_y2"]], fy)
+    loss = ref.rank_loss(d_y2, d_y1)
+    names = list(leaves)
+    grads = torch.autograd.grad(loss, [leaves[k] for k in names])
+    # |g(A)-g(B)| has a kink at 0: report the smallest gap so a sign flip from
+    # rounding cannot happen in the C test.
+    gap = min(float((ref.gram(leaves[a + s]) - ref.gram(leaves[a + "_y"])).abs().min()
+                    / ref.gram(leaves[a + "_y"]).abs().max())
+              for a in ("feat1", "feat3") for s in ("_y1", "_y2"))
+    tensors = dict(feats)
+    tensors["gram1_y"] = ref.gram(feats["feat1_y"])
+    tensors["d_y2"] = d_y2
+    tensors["d_y1"] = d_y1
+    tensors["loss"] = loss.reshape(1)
+    for k, g in zip(names, grads):
+        tensors["d" + k] = g
+    save("gram_rank.safetensors", tensors,
+         {"reduction": "loss = mean_n softplus(d_y2[n] - d_y1[n])",
+          "gram": "g = x x^T / (M*S), M = C*T, S = H*W"})
+    print("    d_y1 %s d_y2 %s loss %.6f, smallest |gram diff| / max|gram| %.3g"
+          % (d_y1.detach().numpy(), d_y2.detach().numpy(), float(loss), gap))
+
+
+# ---------------------------------------------------------------------------
+# f) one training step of G1, G2, D
+
+
+def state_tensors(model, prefix=""):
+    return {prefix + k: v.detach().clone() for k, v in model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def step_fixture(fname, kind, seed, N=2, T=8, S=32, nf=4):
+    torch.manual_seed(seed)
+    model = {"g1": ref.G1, "g2": ref.G2, "d": ref.D}[kind](T, S, S, nf)
+    ref.init_random(model)
+    x = (torch.rand(N, 3, T, S, S) * 2 - 1).requires_grad_()
+    tensors = {"x": x.detach().clone()}
+    tensors.update(state_tensors(model))
+    model.train()
+    params = [(n, p) for n, p in model.named_parameters()]
+    if kind == "d":
+        logit, feat1, feat3 = model(x)
+        dlogit, dfeat1, dfeat3 = torch.randn_like(logit), torch.randn_like(feat1), torch.randn_like(feat3)
+        loss = (logit * dlogit).sum() + (feat1 * dfeat1).sum() + (feat3 * dfeat3).sum()
+        tensors.update({"logit": logit, "feat1": feat1, "feat3": feat3,
+                        "dlogit": dlogit, "dfeat1": dfeat1, "dfeat3": dfeat3})
+    else:
+        out = model(x)
+        dout = torch.randn_like(out)
+        loss = (out * dout).sum()
+        tensors.update({"out": out, "dout": dout})
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
+    opt.zero_grad()
+    loss.backward()
+    tensors["dx"] = x.grad
+    for n, p in params:
+        tensors["grad." + n] = p.grad.detach().clone()
+    opt.step()
+    tensors.update(state_tensors(model, "new."))
+    save(fname, tensors, {"T": str(T), "H": str(S), "W": str(S), "nf": str(nf), "N": str(N),
+                          "kind": kind, "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1"})
+
+
+# ---------------------------------------------------------------------------
+# g) predict (released-model naming, bare names)
+
+
+def predict_fixtures(T=8, S=32, nf=4):
+    torch.manual_seed(7)
+    g1 = ref.init_random(ref.G1(T, S, S, nf))
+    torch.manual_seed(8)
+    g2 = ref.init_random(ref.G2(T, S, S, nf))
+    img = ref.smooth_image(S, 9)
+    png = os.path.join(OUT, "predict_input.png")
+    ref.write_png(png, img)
+    assert np.array_equal(ref.read_png(png), img)
+    print("%-28s %8d bytes  %dx%d RGB u8, min %d max %d" % ("predict_input.png", os.path.getsize(png),
+                                                         S, S, img.min(), img.max()))
+    x = ref.image_to_input(img, T)
+
+    save("predict_g1.safetensors", dict(g1.state_dict()))
+    save("predict_g1g2.safetensors", {**{"G1." + k: v for k, v in g1.state_dict().items()},
+                                      **{"G2." + k: v for k, v in g2.state_dict().items()}})
+    with torch.no_grad():
+        g1.eval()
+        g2.eval()
+        y_running = g1(x)
+        y2_running = g2(y_running)
+        gb = copy.deepcopy(g1).train()
+        y_batch = gb(x)
+    for n, v in (("y_running", y_running), ("y_batch", y_batch), ("y2_running", y2_running)):
+        print("    %s: mean %.4f std %.4f, |y|>0.99: %.2f%%" % (n, float(v.mean()), float(v.std()),
+                                                             100 * float((v.abs() > 0.99).float().mean())))
+    save("predict_expected.safetensors", {"x": x, "y_running": y_running, "y_batch": y_batch,
+                                          "y2_running": y2_running},
+         {"T": str(T), "H": str(S), "W": str(S), "ngf": str(nf),
+          "x": "png u8 / 127.5 - 1, RGB, repeated T times"})
+
+
+def main():
+    global OUT
+    if len(sys.argv) != 2:
+        sys.exit("usage: %s OUTDIR" % sys.argv[0])
+    OUT = sys.argv[1]
+    os.makedirs(OUT, exist_ok=True)
+    conv_fixture("conv3d.safetensors", 1, {
+        "a": (2, 3, 5, (5, 7, 6), (3, 4, 2), (1, 2, 3), (1, 1, 0)),
+        "b": (2, 4, 6, (4, 8, 8), 4, 2, 1)}, transpose=False)
+    conv_fixture("conv_transpose3d.safetensors", 2, {
+        "a": (2, 5, 3, (3, 4, 3), (3, 4, 2), (1, 2, 3), (1, 1, 0)),
+        "b": (2, 6, 4, (2, 4, 4), 4, 2, 1),
+        "c": (2, 8, 4, (1, 1, 1), (2, 4, 4), 1, 0)}, transpose=True)
+    bn_fixtures()
+    gram_rank_fixture()
+    step_fixture("g1_step.safetensors", "g1", 11)
+    step_fixture("g2_step.safetensors", "g2", 12)
+    step_fixture("d_step.safetensors", "d", 13)
+    predict_fixtures()
+    total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
+    print("total %d bytes in %s" % (total, OUT))
+
+
+if __name__ == "__main__":
+    main()
