@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <math.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,6 +16,7 @@
 #include <png.h>
 
 #include "mdgan/error.h"
+#include "mdgan/fileio.h"
 
 // ---------------------------------------------------------------------------
 // Growable memory buffer: every encoder writes into one, then one atomic write
@@ -49,73 +48,10 @@ static int membuf_append(MemBuf *m, const void *data, size_t n) {
 // ---------------------------------------------------------------------------
 // Files
 
-// Durable replace: write "<path>.tmp.<pid>", fsync, rename over path, fsync the folder.
+// One buffer to disk through fileio's durable replace (tmp, fsync, rename, fsync dir).
 static int write_atomic(const char *path, const void *buf, size_t n) {
-    char tmp[PATH_MAX];
-    int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (k < 0 || (size_t)k >= sizeof tmp) {
-        MDGAN_ERR("%s: path too long", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        MDGAN_ERR("cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    const unsigned char *p = buf;
-    size_t left = n;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            MDGAN_ERR("cannot write %s: %s", tmp, w < 0 ? strerror(errno) : "no progress");
-            close(fd);
-            unlink(tmp);
-            return -1;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        MDGAN_ERR("cannot fsync %s: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        MDGAN_ERR("cannot close %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        MDGAN_ERR("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    // The rename is only durable once the folder entry is.
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t dl = (size_t)(slash - path);
-        memcpy(dir, path, dl); // dl < strlen(tmp) < PATH_MAX
-        dir[dl] = '\0';
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        MDGAN_ERR("%s written but cannot open its folder %s to fsync: %s", path, dir, strerror(errno));
-        return -1;
-    }
-    if (fsync(dfd) != 0) {
-        MDGAN_ERR("%s written but cannot fsync its folder %s: %s", path, dir, strerror(errno));
-        close(dfd);
-        return -1;
-    }
-    close(dfd);
-    return 0;
+    const void *bufs[1] = {buf};
+    return fio_write_atomic(path, bufs, &n, 1);
 }
 
 // Whole file into memory. Images are read at most a few MB at a time; the 1 GiB cap
@@ -577,9 +513,8 @@ static int resize_rect(Image *dst, const Image *src, int x0, int y0, int cw, int
     dst->w = dst->h = 0;
     dst->rgb = NULL;
     Taps tx = {0}, ty = {0};
-    float *tmp = NULL; // (ch, w, 3): the rectangle's rows resized horizontally
     unsigned char *out = malloc((size_t)w * h * 3);
-    tmp = malloc((size_t)ch * w * 3 * sizeof(float));
+    float *tmp = malloc((size_t)ch * w * 3 * sizeof(float)); // (ch, w, 3): rows resized horizontally
     if (!out || !tmp || taps_make(&tx, cw, w) != 0 || taps_make(&ty, ch, h) != 0) {
         MDGAN_ERR("out of memory resizing a %dx%d image to %dx%d", src->w, src->h, w, h);
         free(out);

@@ -5,7 +5,7 @@
 // `simd` only on element-wise loops without reductions or libm calls: each element is
 // computed by the same IEEE operations as in scalar code (no contraction under -std=c11),
 // so vectorising changes no bits; it also turns the sign tests into blends instead of
-// branches that mispredict on random signs (3x on lrelu).
+// branches that mispredict on random signs.
 #include "mdgan/ops.h"
 
 #include <math.h>

@@ -1,0 +1,833 @@
+// ops (BatchNorm3d, activations), loss (BCE, L1, Gram, ranking) and adam:
+// fast vs naive, central finite differences against double-precision forwards written
+// here, thread-count determinism, PyTorch fixtures (tests/fixtures/bn3d_train,
+// bn3d_eval, gram_rank .safetensors) and Adam against a double reference and torch.
+//
+// Finite differences: each loss L = sum_i w_i f(x)_i is evaluated in double from the
+// same float inputs, with central differences of step FD_H. Truncation (h^2 f''') and
+// rounding (1e-16 L / h) are both below 1e-8 here, so the tolerance FD_TOL = 1e-4
+// (max error / max |reference|) measures the float kernels' own rounding (~1e-6) with a
+// wide margin while catching any wrong term. Inputs of kinked functions (relu, |.|)
+// are kept at least FD_GAP away from the kink, far beyond FD_H.
+#include "testutil.h"
+
+#include <omp.h>
+
+#include "mdgan/adam.h"
+#include "mdgan/loss.h"
+#include "mdgan/ops.h"
+
+#define FD_H 1e-5
+#define FD_TOL 1e-4
+#define FD_GAP 0.05f
+#define NAIVE_TOL 1e-5   // fast vs naive kernels (float vs double accumulation order)
+#define FIXTURE_TOL 1e-4 // vs PyTorch
+
+// ---------------------------------------------------------------- helpers
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(void) { // xorshift64, uniform in [-1, 1)
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static float *alloc_f32(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+static double *alloc_f64(size_t n) {
+    double *p = calloc(n ? n : 1, sizeof(double));
+    assert_non_null(p);
+    return p;
+}
+// uniform in [lo, hi)
+static float *rand_buf(size_t n, float lo, float hi) {
+    float *p = alloc_f32(n);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (frand() * 0.5f + 0.5f) * (hi - lo);
+    return p;
+}
+// |x| in [FD_GAP, 1], random sign: away from the kinks at 0
+static float *rand_away(size_t n) {
+    float *p = alloc_f32(n);
+    for (size_t i = 0; i < n; i++) {
+        float u = frand();
+        p[i] = (u < 0 ? -1.0f : 1.0f) * (FD_GAP + fabsf(u) * (1.0f - FD_GAP));
+    }
+    return p;
+}
+static double *to_f64(const float *x, size_t n) {
+    double *d = alloc_f64(n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+// fd[i] = scale * dL/dp[i] by central differences, p perturbed in place and restored.
+static void fd_grad(float *fd, double *p, size_t n, double (*loss)(void *), void *ctx, double scale) {
+    for (size_t i = 0; i < n; i++) {
+        double save = p[i];
+        p[i] = save + FD_H;
+        double lp = loss(ctx);
+        p[i] = save - FD_H;
+        double lm = loss(ctx);
+        p[i] = save;
+        fd[i] = (float)(scale * (lp - lm) / (2 * FD_H));
+    }
+}
+
+// Compares an analytic float gradient with the FD one of loss over the double copy p.
+static void check_fd(const char *what, const float *analytic, double *p, size_t n,
+                     double (*loss)(void *), void *ctx, double scale) {
+    float *fd = alloc_f32(n);
+    fd_grad(fd, p, n, loss, ctx, scale);
+    expect_close(what, analytic, fd, n, FD_TOL);
+    free(fd);
+}
+
+static double worst_err; // largest error of any fixture comparison, printed at the end
+
+// ---------------------------------------------------------------- BatchNorm3d
+
+typedef struct {
+    int N, C;
+    size_t S;
+    int train;
+    double eps;
+    double *x, *gamma, *beta, *w, *rm, *rv; // w = upstream gradient
+} BnCtx;
+
+// L = sum w * BN(x), in double
+static double bn_loss(void *p) {
+    BnCtx *b = p;
+    double L = 0, cnt = (double)b->N * b->S;
+    for (int c = 0; c < b->C; c++) {
+        double m = 0, var = 0;
+        if (b->train) {
+            for (int n = 0; n < b->N; n++)
+                for (size_t i = 0; i < b->S; i++) m += b->x[((size_t)n * b->C + c) * b->S + i];
+            m /= cnt;
+            for (int n = 0; n < b->N; n++)
+                for (size_t i = 0; i < b->S; i++) {
+                    double d = b->x[((size_t)n * b->C + c) * b->S + i] - m;
+                    var += d * d;
+                }
+            var /= cnt;
+        } else {
+            m = b->rm[c];
+            var = b->rv[c];
+        }
+        double rs = 1 / sqrt(var + b->eps);
+        for (int n = 0; n < b->N; n++)
+            for (size_t i = 0; i < b->S; i++) {
+                size_t j = ((size_t)n * b->C + c) * b->S + i;
+                L += b->w[j] * ((b->x[j] - m) * rs * b->gamma[c] + b->beta[c]);
+            }
+    }
+    return L;
+}
+
+static void bn_gradcheck(int train, int N, int C, size_t S) {
+    size_t n = (size_t)N * C * S;
+    float *x = rand_buf(n, -2, 3), *gamma = rand_buf(C, 0.5f, 1.5f), *beta = rand_buf(C, -1, 1);
+    float *dy = rand_buf(n, -1, 1), *rm = rand_buf(C, -0.5f, 0.5f), *rv = rand_buf(C, 0.5f, 2);
+    float *y = alloc_f32(n), *mean = alloc_f32(C), *rstd = alloc_f32(C);
+    float *dx = alloc_f32(n), *dg = alloc_f32(C), *db = alloc_f32(C);
+    const float eps = 1e-5f;
+    if (train) {
+        batchnorm_forward_train(y, mean, rstd, NULL, NULL, x, gamma, beta, N, C, S, 0.1f, eps);
+        batchnorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, N, C, S);
+    } else {
+        batchnorm_forward_eval(y, x, gamma, beta, rm, rv, N, C, S, eps);
+        batchnorm_backward_eval(dx, dg, db, dy, x, gamma, rm, rv, N, C, S, eps);
+    }
+    BnCtx b = {N, C, S, train, eps, to_f64(x, n), to_f64(gamma, C), to_f64(beta, C),
+               to_f64(dy, n), to_f64(rm, C), to_f64(rv, C)};
+    // the forward itself, against the double one (w = one-hot would be slow: use L)
+    double L = 0;
+    for (size_t i = 0; i < n; i++) L += (double)dy[i] * y[i];
+    double Lref = bn_loss(&b);
+    printf("    BN %s N=%d C=%d S=%zu: forward sum rel err %.3e\n", train ? "train" : "eval", N, C, S,
+           fabs(L - Lref) / fabs(Lref));
+    assert_true(fabs(L - Lref) <= 1e-5 * fabs(Lref) + 1e-5);
+    char what[64];
+    snprintf(what, sizeof what, "BN %s dx", train ? "train" : "eval");
+    check_fd(what, dx, b.x, n, bn_loss, &b, 1);
+    snprintf(what, sizeof what, "BN %s dgamma", train ? "train" : "eval");
+    check_fd(what, dg, b.gamma, C, bn_loss, &b, 1);
+    snprintf(what, sizeof what, "BN %s dbeta", train ? "train" : "eval");
+    check_fd(what, db, b.beta, C, bn_loss, &b, 1);
+    free(b.x); free(b.gamma); free(b.beta); free(b.w); free(b.rm); free(b.rv);
+    free(x); free(gamma); free(beta); free(dy); free(rm); free(rv); free(y); free(mean); free(rstd);
+    free(dx); free(dg); free(db);
+}
+
+static void test_bn_train_gradcheck(void **state) {
+    (void)state;
+    bn_gradcheck(1, 3, 5, 7);
+    bn_gradcheck(1, 1, 2, 13); // one sample: the statistics come from S alone
+}
+
+static void test_bn_eval_gradcheck(void **state) {
+    (void)state;
+    bn_gradcheck(0, 3, 5, 7);
+}
+
+// Fast (OpenMP, lane sums) against naive (double, one thread), including the running
+// statistics, accumulation into non-zero gradients and NULL gradient pointers.
+static void test_bn_fast_matches_naive(void **state) {
+    (void)state;
+    const int shapes[][3] = {{3, 5, 37}, {2, 4, 5001}}; // the second passes the OpenMP threshold
+    for (int k = 0; k < 2; k++) {
+        int N = shapes[k][0], C = shapes[k][1];
+        size_t S = (size_t)shapes[k][2], n = (size_t)N * C * S;
+        float *x = rand_buf(n, -1, 4), *gamma = rand_buf(C, 0.5f, 1.5f), *beta = rand_buf(C, -1, 1);
+        float *dy = rand_buf(n, -1, 1), *rm1 = rand_buf(C, -1, 1), *rv1 = rand_buf(C, 0.5f, 2);
+        float *rm2 = alloc_f32(C), *rv2 = alloc_f32(C);
+        memcpy(rm2, rm1, C * sizeof(float));
+        memcpy(rv2, rv1, C * sizeof(float));
+        float *y1 = alloc_f32(n), *y2 = alloc_f32(n), *m1 = alloc_f32(C), *m2 = alloc_f32(C);
+        float *r1 = alloc_f32(C), *r2 = alloc_f32(C);
+        float *dx1 = rand_buf(n, -1, 1), *dx2 = alloc_f32(n), *dg1 = rand_buf(C, -1, 1), *dg2 = alloc_f32(C);
+        float *db1 = rand_buf(C, -1, 1), *db2 = alloc_f32(C), *dg3 = alloc_f32(C);
+        memcpy(dx2, dx1, n * sizeof(float));
+        memcpy(dg2, dg1, C * sizeof(float));
+        memcpy(db2, db1, C * sizeof(float));
+        memcpy(dg3, dg1, C * sizeof(float));
+        batchnorm_forward_train(y1, m1, r1, rm1, rv1, x, gamma, beta, N, C, S, 0.1f, 1e-5f);
+        batchnorm_forward_train_naive(y2, m2, r2, rm2, rv2, x, gamma, beta, N, C, S, 0.1f, 1e-5f);
+        expect_close("BN fast/naive y", y1, y2, n, NAIVE_TOL);
+        expect_close("BN fast/naive mean", m1, m2, C, NAIVE_TOL);
+        expect_close("BN fast/naive rstd", r1, r2, C, NAIVE_TOL);
+        expect_close("BN fast/naive running_mean", rm1, rm2, C, NAIVE_TOL);
+        expect_close("BN fast/naive running_var", rv1, rv2, C, NAIVE_TOL);
+        batchnorm_backward(dx1, dg1, db1, dy, x, m1, r1, gamma, N, C, S);
+        batchnorm_backward_naive(dx2, dg2, db2, dy, x, m2, r2, gamma, N, C, S);
+        expect_close("BN fast/naive dx (accumulated)", dx1, dx2, n, NAIVE_TOL);
+        expect_close("BN fast/naive dgamma (accumulated)", dg1, dg2, C, NAIVE_TOL);
+        expect_close("BN fast/naive dbeta (accumulated)", db1, db2, C, NAIVE_TOL);
+        batchnorm_backward(NULL, dg3, NULL, dy, x, m1, r1, gamma, N, C, S);
+        expect_close("BN dgamma alone (dinp, dbeta NULL)", dg3, dg1, C, 0);
+        free(x); free(gamma); free(beta); free(dy); free(rm1); free(rv1); free(rm2); free(rv2);
+        free(y1); free(y2); free(m1); free(m2); free(r1); free(r2);
+        free(dx1); free(dx2); free(dg1); free(dg2); free(db1); free(db2); free(dg3);
+    }
+}
+
+// running_mean == NULL ("batch statistics" inference) normalises like training and
+// writes no running state.
+static void test_bn_batch_stats_inference(void **state) {
+    (void)state;
+    int N = 2, C = 3;
+    size_t S = 11, n = (size_t)N * C * S;
+    float *x = rand_buf(n, -1, 1), *g = rand_buf(C, 0.5f, 1.5f), *b = rand_buf(C, -1, 1);
+    float *y1 = alloc_f32(n), *y2 = alloc_f32(n), *m = alloc_f32(C), *r = alloc_f32(C);
+    float rm[3] = {0.25f, 0.5f, 0.75f}, rv[3] = {1, 2, 3}, rm0[3], rv0[3];
+    memcpy(rm0, rm, sizeof rm);
+    memcpy(rv0, rv, sizeof rv);
+    batchnorm_forward_train(y1, m, r, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f);
+    batchnorm_forward_train(y2, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f);
+    expect_close("BN batch-stats y == train y", y2, y1, n, 0);
+    assert_true(memcmp(rm, rm0, sizeof rm) != 0); // the first call did update
+    // and the eval path with the batch's own statistics gives the same output
+    float var[3];
+    for (int c = 0; c < C; c++) var[c] = 1.0f / (r[c] * r[c]) - 1e-5f;
+    batchnorm_forward_eval(y2, x, g, b, m, var, N, C, S, 1e-5f);
+    expect_close("BN eval with batch stats == train y", y2, y1, n, 1e-5);
+    free(x); free(g); free(b); free(y1); free(y2); free(m); free(r);
+}
+
+// Same bits with 1, 2 and 3 threads (bit-exact resume depends on it).
+static void test_deterministic_across_threads(void **state) {
+    (void)state;
+    int N = 2, C = 5;
+    size_t S = 7001, n = (size_t)N * C * S; // over the OpenMP thresholds of BN and L1
+    float *x = rand_buf(n, -1, 2), *g = rand_buf(C, 0.5f, 1.5f), *b = rand_buf(C, -1, 1);
+    float *dy = rand_buf(n, -1, 1), *x2 = rand_buf(n, -1, 1);
+    float *ref[4] = {0}, *out[4];
+    float refl = 0;
+    int saved = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        for (int k = 0; k < 4; k++) out[k] = alloc_f32(k == 0 || k == 3 ? n : 3 * (size_t)C);
+        float *mean = out[1], *rstd = out[1] + C, *rm = out[2], *rv = out[2] + C;
+        batchnorm_forward_train(out[0], mean, rstd, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f);
+        batchnorm_backward(out[3], out[2] + 2 * C, out[1] + 2 * C, dy, x, mean, rstd, g, N, C, S);
+        float l = l1_forward(x, x2, n);
+        if (t == 1) {
+            memcpy(ref, out, sizeof out);
+            refl = l;
+            continue;
+        }
+        assert_memory_equal(out[0], ref[0], n * sizeof(float));
+        assert_memory_equal(out[1], ref[1], 3 * (size_t)C * sizeof(float));
+        assert_memory_equal(out[2], ref[2], 3 * (size_t)C * sizeof(float));
+        assert_memory_equal(out[3], ref[3], n * sizeof(float));
+        assert_memory_equal(&l, &refl, sizeof l);
+        for (int k = 0; k < 4; k++) free(out[k]);
+    }
+    omp_set_num_threads(saved);
+    printf("    BN train fwd/bwd and L1 identical with 1, 2, 3 threads\n");
+    for (int k = 0; k < 4; k++) free(ref[k]);
+    free(x); free(g); free(b); free(dy); free(x2);
+}
+
+// ---------------------------------------------------------------- activations
+
+typedef struct {
+    double *x, *w;
+    size_t n;
+    double (*f)(double);
+} ActCtx;
+static double act_loss(void *p) {
+    ActCtx *a = p;
+    double L = 0;
+    for (size_t i = 0; i < a->n; i++) L += a->w[i] * a->f(a->x[i]);
+    return L;
+}
+static double relu_d(double x) { return x > 0 ? x : 0; }
+static double lrelu_d(double x) { return x > 0 ? x : 0.2 * x; }
+static double tanh_d(double x) { return tanh(x); }
+static double sigmoid_d(double x) { return 1 / (1 + exp(-x)); }
+static void lrelu02_forward(float *out, const float *inp, size_t n) { lrelu_forward(out, inp, n, 0.2f); }
+static void lrelu02_backward(float *dinp, const float *dout, const float *out, size_t n) {
+    lrelu_backward(dinp, dout, out, n, 0.2f);
+}
+
+static void test_activation_gradcheck(void **state) {
+    (void)state;
+    const struct {
+        const char *name;
+        void (*fwd)(float *, const float *, size_t);
+        void (*bwd)(float *, const float *, const float *, size_t);
+        double (*f)(double);
+    } acts[] = {
+        {"relu", relu_forward, relu_backward, relu_d},
+        {"lrelu 0.2", lrelu02_forward, lrelu02_backward, lrelu_d},
+        {"tanh", tanh_forward, tanh_backward, tanh_d},
+        {"sigmoid", sigmoid_forward, sigmoid_backward, sigmoid_d},
+    };
+    size_t n = 203;
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+        float *x = rand_away(n), *dy = rand_buf(n, -1, 1), *y = alloc_f32(n), *dx = alloc_f32(n);
+        for (size_t i = 0; i < n; i++) x[i] *= 3; // into tanh's and sigmoid's tails
+        memcpy(y, x, n * sizeof(float));
+        acts[k].fwd(y, y, n); // in place: the backward must only need the output
+        ActCtx a = {to_f64(x, n), to_f64(dy, n), n, acts[k].f};
+        for (size_t i = 0; i < n; i++)
+            if (fabs(y[i] - acts[k].f(x[i])) > 1e-6) fail_msg("%s(%g) = %g", acts[k].name, x[i], y[i]);
+        acts[k].bwd(dx, dy, y, n);
+        char what[64];
+        snprintf(what, sizeof what, "%s dx (from output)", acts[k].name);
+        check_fd(what, dx, a.x, n, act_loss, &a, 1);
+        free(a.x); free(a.w); free(x); free(dy); free(y); free(dx);
+    }
+    // sigmoid far out in both tails stays finite and exact
+    float big[4] = {-200, -90, 90, 200}, sb[4];
+    sigmoid_forward(sb, big, 4);
+    assert_true(sb[0] == 0 && sb[1] >= 0 && sb[1] < 1e-38f && sb[2] == 1 && sb[3] == 1);
+    float s[5] = {1, -2, 3, 0, 5}, t[5] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    add_inplace(s, t, 5);
+    assert_true(s[0] == 1.5f && s[1] == -1.5f && s[4] == 5.5f);
+}
+
+// ---------------------------------------------------------------- BCE and L1
+
+typedef struct {
+    double *x, *b;
+    size_t n;
+    double t;
+} VecCtx;
+static double bce_loss(void *p) {
+    VecCtx *v = p;
+    double L = 0;
+    for (size_t i = 0; i < v->n; i++) L += -(v->t * log(sigmoid_d(v->x[i])) + (1 - v->t) * log(1 - sigmoid_d(v->x[i])));
+    return L / v->n;
+}
+static double l1_loss(void *p) {
+    VecCtx *v = p;
+    double L = 0;
+    for (size_t i = 0; i < v->n; i++) L += fabs(v->x[i] - v->b[i]);
+    return L / v->n;
+}
+
+static void test_bce_gradcheck(void **state) {
+    (void)state;
+    size_t n = 13;
+    float *x = rand_buf(n, -6, 6);
+    for (int t = 0; t <= 1; t++) {
+        float *dx = alloc_f32(n);
+        VecCtx v = {to_f64(x, n), NULL, n, t};
+        float L = bce_logits_forward(x, (float)t, n);
+        double Lref = bce_loss(&v);
+        printf("    BCE target %d: loss %.7f, ref %.7f\n", t, L, Lref);
+        assert_true(fabs(L - Lref) <= 1e-6 * fabs(Lref));
+        bce_logits_backward(dx, x, (float)t, n, 1.7f);
+        check_fd(t ? "BCE(x, 1) dx, scale 1.7" : "BCE(x, 0) dx, scale 1.7", dx, v.x, n, bce_loss, &v, 1.7);
+        free(v.x); free(dx);
+    }
+    // the stable form: no overflow for huge logits
+    float big[4] = {-1e4f, -100, 100, 1e4f};
+    assert_true(fabsf(bce_logits_forward(big, 1, 4) - (1e4f + 100) / 4) < 1e-2f);
+    assert_true(fabsf(bce_logits_forward(big, 0, 4) - (1e4f + 100) / 4) < 1e-2f);
+    float d[4] = {0};
+    bce_logits_backward(d, big, 1, 4, 1);
+    assert_true(d[0] == -0.25f && d[3] == 0 && isfinite(d[1]));
+    free(x);
+}
+
+static void test_l1_gradcheck(void **state) {
+    (void)state;
+    size_t n = 101;
+    float *b = rand_buf(n, -1, 1), *a = rand_away(n), *da = alloc_f32(n);
+    for (size_t i = 0; i < n; i++) a[i] += b[i]; // |a - b| >= FD_GAP
+    VecCtx v = {to_f64(a, n), to_f64(b, n), n, 0};
+    float L = l1_forward(a, b, n);
+    double Lref = l1_loss(&v);
+    printf("    L1 loss %.7f, ref %.7f\n", L, Lref);
+    assert_true(fabs(L - Lref) <= 1e-6 * Lref);
+    l1_backward(da, a, b, n, -0.8f);
+    check_fd("L1 da, scale -0.8", da, v.x, n, l1_loss, &v, -0.8);
+    // sign(0) = 0, as PyTorch
+    float z = 0, dz = 0;
+    l1_backward(&dz, &z, &z, 1, 1);
+    assert_true(dz == 0);
+    free(v.x); free(v.b); free(a); free(b); free(da);
+}
+
+// ---------------------------------------------------------------- Gram, distance, rank
+
+// double Gram of one (M, S) sample
+static void gram_d(double *g, const double *x, int M, size_t S) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < M; j++) {
+            double s = 0;
+            for (size_t k = 0; k < S; k++) s += x[(size_t)i * S + k] * x[(size_t)j * S + k];
+            g[(size_t)i * M + j] = s / ((double)M * S);
+        }
+}
+
+typedef struct {
+    int N, M;
+    size_t S;
+    double *x, *w, *g;
+} GramCtx;
+static double gram_loss(void *p) {
+    GramCtx *c = p;
+    double L = 0;
+    size_t MM = (size_t)c->M * c->M;
+    for (int n = 0; n < c->N; n++) {
+        gram_d(c->g, c->x + (size_t)n * c->M * c->S, c->M, c->S);
+        for (size_t i = 0; i < MM; i++) L += c->w[(size_t)n * MM + i] * c->g[i];
+    }
+    return L;
+}
+
+static void test_gram(void **state) {
+    (void)state;
+    int N = 2, M = 7;
+    size_t S = 15, nx = (size_t)N * M * S, ng = (size_t)N * M * M;
+    float *x = rand_buf(nx, -1, 1), *g1 = alloc_f32(ng), *g2 = alloc_f32(ng);
+    gram_forward(g1, x, N, M, S);
+    gram_forward_naive(g2, x, N, M, S);
+    expect_close("gram fast/naive", g1, g2, ng, NAIVE_TOL);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < M; j++)
+                assert_true(g1[((size_t)n * M + i) * M + j] == g1[((size_t)n * M + j) * M + i]);
+    // both backward paths: a general dg (two sgemm) and a symmetric one (one sgemm)
+    for (int sym = 0; sym <= 1; sym++) {
+        float *dg = rand_buf(ng, -1, 1), *dx1 = rand_buf(nx, -1, 1), *dx2 = alloc_f32(nx), *dx3 = alloc_f32(nx);
+        memcpy(dx2, dx1, nx * sizeof(float));
+        if (sym)
+            for (int n = 0; n < N; n++)
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < i; j++)
+                        dg[((size_t)n * M + i) * M + j] = dg[((size_t)n * M + j) * M + i];
+        gram_backward(dx1, dg, x, N, M, S);
+        gram_backward_naive(dx2, dg, x, N, M, S);
+        expect_close(sym ? "gram_backward fast/naive, symmetric dg" : "gram_backward fast/naive, general dg",
+                     dx1, dx2, nx, NAIVE_TOL);
+        gram_backward(dx3, dg, x, N, M, S);
+        GramCtx c = {N, M, S, to_f64(x, nx), to_f64(dg, ng), alloc_f64((size_t)M * M)};
+        check_fd(sym ? "gram dx, symmetric dg" : "gram dx, general dg", dx3, c.x, nx, gram_loss, &c, 1);
+        free(c.x); free(c.w); free(c.g); free(dg); free(dx1); free(dx2); free(dx3);
+    }
+    free(x); free(g1); free(g2);
+}
+
+typedef struct {
+    int N, M;
+    double *a, *b, *w;
+} DistCtx;
+static double dist_loss(void *p) {
+    DistCtx *c = p;
+    double L = 0;
+    size_t MM = (size_t)c->M * c->M;
+    for (int n = 0; n < c->N; n++)
+        for (size_t i = 0; i < MM; i++) L += c->w[n] * fabs(c->a[n * MM + i] - c->b[n * MM + i]);
+    return L;
+}
+
+static void test_gram_distance_gradcheck(void **state) {
+    (void)state;
+    int N = 3, M = 5;
+    size_t ng = (size_t)N * M * M;
+    float *gb = rand_buf(ng, -1, 1), *ga = rand_away(ng), *dd = rand_buf(N, -1, 1), *d = alloc_f32(N);
+    for (size_t i = 0; i < ng; i++) ga[i] += gb[i];
+    float *dga = alloc_f32(ng), *dgb = alloc_f32(ng);
+    gram_l1_distance(d, ga, gb, N, M);
+    for (int n = 0; n < N; n++) {
+        double s = 0;
+        for (size_t i = 0; i < (size_t)M * M; i++) s += fabs((double)ga[n * M * M + i] - gb[n * M * M + i]);
+        assert_true(fabs(d[n] - s) <= 1e-6 * s);
+    }
+    gram_l1_distance_backward(dga, dgb, dd, ga, gb, N, M);
+    DistCtx c = {N, M, to_f64(ga, ng), to_f64(gb, ng), to_f64(dd, N)};
+    check_fd("gram distance dga", dga, c.a, ng, dist_loss, &c, 1);
+    check_fd("gram distance dgb", dgb, c.b, ng, dist_loss, &c, 1);
+    free(c.a); free(c.b); free(c.w); free(ga); free(gb); free(dd); free(d); free(dga); free(dgb);
+}
+
+typedef struct {
+    int N;
+    double *d2, *d1;
+} RankCtx;
+static double rank_loss_d(void *p) {
+    RankCtx *c = p;
+    double L = 0;
+    // the definition, -log(e^-d2 / (e^-d2 + e^-d1)); fine for |d| of order 1
+    for (int n = 0; n < c->N; n++) L += -log(exp(-c->d2[n]) / (exp(-c->d2[n]) + exp(-c->d1[n])));
+    return L / c->N;
+}
+
+static void test_rank_loss_gradcheck(void **state) {
+    (void)state;
+    int N = 5;
+    float *d2 = rand_buf(N, 0, 3), *d1 = rand_buf(N, 0, 3), *dd2 = alloc_f32(N), *dd1 = alloc_f32(N);
+    RankCtx c = {N, to_f64(d2, N), to_f64(d1, N)};
+    float L = rank_loss(d2, d1, N);
+    double Lref = rank_loss_d(&c);
+    printf("    rank loss %.7f, ref %.7f\n", L, Lref);
+    assert_true(fabs(L - Lref) <= 1e-6 * Lref);
+    rank_loss_backward(dd2, dd1, d2, d1, N, 0.6f);
+    check_fd("rank loss dd2, scale 0.6", dd2, c.d2, N, rank_loss_d, &c, 0.6);
+    check_fd("rank loss dd1, scale 0.6", dd1, c.d1, N, rank_loss_d, &c, 0.6);
+    // stable for a huge gap, where the definition overflows
+    float a = 1e4f, b = 0;
+    assert_true(fabsf(rank_loss(&a, &b, 1) - 1e4f) < 1e-2f && rank_loss(&b, &a, 1) == 0);
+    free(c.d2); free(c.d1); free(d2); free(d1); free(dd2); free(dd1);
+}
+
+// the whole ranking term in double: feats[l][k] double copies
+typedef struct {
+    RankShape s;
+    double *f[2][3];
+    double *g[3];
+} RankFeatCtx;
+static double rank_feat_loss(void *p) {
+    RankFeatCtx *c = p;
+    double L = 0;
+    for (int n = 0; n < c->s.N; n++) {
+        double d[3] = {0, 0, 0}; // d[1] = d(Y1,Y), d[2] = d(Y2,Y)
+        for (int l = 0; l < 2; l++) {
+            int M = c->s.C[l] * c->s.T[l];
+            size_t S = (size_t)c->s.H[l] * c->s.W[l];
+            for (int k = 0; k < 3; k++) gram_d(c->g[k], c->f[l][k] + (size_t)n * M * S, M, S);
+            for (int k = 1; k < 3; k++)
+                for (size_t i = 0; i < (size_t)M * M; i++) d[k] += fabs(c->g[k][i] - c->g[0][i]);
+        }
+        double z = d[2] - d[1];
+        L += (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
+    }
+    return L / c->s.N;
+}
+
+// Smallest |g(Yk)_ij - g(Y)_ij| over both layers, k = 1, 2 (the kinks of |.|).
+static double rank_feat_gap(RankFeatCtx *c) {
+    double gap = INFINITY;
+    for (int n = 0; n < c->s.N; n++)
+        for (int l = 0; l < 2; l++) {
+            int M = c->s.C[l] * c->s.T[l];
+            size_t S = (size_t)c->s.H[l] * c->s.W[l];
+            for (int k = 0; k < 3; k++) gram_d(c->g[k], c->f[l][k] + (size_t)n * M * S, M, S);
+            for (int k = 1; k < 3; k++)
+                for (size_t i = 0; i < (size_t)M * M; i++) gap = fmin(gap, fabs(c->g[k][i] - c->g[0][i]));
+        }
+    return gap;
+}
+
+static void test_rank_loss_features_gradcheck(void **state) {
+    (void)state;
+    RankShape s = {.N = 2, .C = {3, 4}, .T = {2, 1}, .H = {3, 2}, .W = {5, 3}};
+    const float scale = -0.7f; // as D2 plays it: -lambda
+    float *feat[2][3], *dfeat[2][3];
+    RankFeatCtx c = {.s = s};
+    size_t numel[2], Mmax = 6;
+    for (int k = 0; k < 3; k++) c.g[k] = alloc_f64(Mmax * Mmax);
+    // FD moves one x by h, which moves a Gram entry by at most h (2 max|x| + h) / (M S)
+    // <= 4 h / 24 (|x| < 1.9, M S >= 24). The kinks of |.| must be far beyond that (and
+    // beyond float rounding of the entries, ~1e-7) or a sign flips: redraw until the
+    // smallest |g(Yk) - g(Y)| is 100 times larger (deterministic: fixed seed).
+    const double move = 4 * FD_H / 24;
+    double gap = 0;
+    for (int attempt = 0; attempt < 100 && !(gap > 100 * move); attempt++) {
+        if (attempt)
+            for (int l = 0; l < 2; l++)
+                for (int k = 0; k < 3; k++) {
+                    free(feat[l][k]); free(dfeat[l][k]); free(c.f[l][k]);
+                }
+        for (int l = 0; l < 2; l++) {
+            numel[l] = (size_t)s.N * s.C[l] * s.T[l] * s.H[l] * s.W[l];
+            feat[l][0] = rand_buf(numel[l], -1, 1);
+            for (int k = 1; k < 3; k++) { // Y1, Y2 = Y + noise (0.9, 0.6) as the fixture
+                feat[l][k] = rand_buf(numel[l], -1, 1);
+                for (size_t i = 0; i < numel[l]; i++)
+                    feat[l][k][i] = feat[l][0][i] + (k == 1 ? 0.9f : 0.6f) * feat[l][k][i];
+            }
+            for (int k = 0; k < 3; k++) {
+                dfeat[l][k] = rand_buf(numel[l], -1, 1); // accumulates on top of this
+                c.f[l][k] = to_f64(feat[l][k], numel[l]);
+            }
+        }
+        gap = rank_feat_gap(&c);
+    }
+    printf("    smallest |gram difference| %.3e (FD moves entries by < %.1e)\n", gap, move);
+    assert_true(gap > 100 * move);
+
+    float *before[2][3];
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            before[l][k] = alloc_f32(numel[l]);
+            memcpy(before[l][k], dfeat[l][k], numel[l] * sizeof(float));
+        }
+    float *ws = alloc_f32(rank_loss_workspace_floats(&s));
+    assert_int_equal(rank_loss_workspace_floats(&s), 3 * (36 + 16) + 36);
+    float dist[4];
+    const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
+    float *grads[2][3] = {{dfeat[0][0], dfeat[0][1], dfeat[0][2]}, {dfeat[1][0], NULL, dfeat[1][2]}};
+    float L = rank_loss_features(grads, dist, cfeat, &s, scale, ws);
+    double Lref = rank_feat_loss(&c);
+    printf("    rank_loss_features L %.7f ref %.7f, d(Y1,Y) %.4f %.4f, d(Y2,Y) %.4f %.4f\n", L, Lref,
+           dist[0], dist[1], dist[2], dist[3]);
+    assert_true(fabs(L - Lref) <= 1e-5 * Lref);
+    // the loss without gradients (dfeat NULL) is the same number
+    assert_true(rank_loss_features(NULL, NULL, cfeat, &s, scale, ws) == L);
+    const char *names[2][3] = {{"feat1 Y", "feat1 Y1", "feat1 Y2"}, {"feat3 Y", "feat3 Y1", "feat3 Y2"}};
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            if (!grads[l][k]) continue;
+            for (size_t i = 0; i < numel[l]; i++) dfeat[l][k][i] -= before[l][k][i];
+            char what[64];
+            snprintf(what, sizeof what, "rank_loss_features d%s, scale -0.7", names[l][k]);
+            check_fd(what, dfeat[l][k], c.f[l][k], numel[l], rank_feat_loss, &c, scale);
+        }
+    // the row that had no gradient pointer was left alone
+    expect_close("untouched dfeat3 Y1 (NULL pointer)", dfeat[1][1], before[1][1], numel[1], 0);
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            free(feat[l][k]); free(dfeat[l][k]); free(before[l][k]); free(c.f[l][k]);
+        }
+    for (int k = 0; k < 3; k++) free(c.g[k]);
+    free(ws);
+}
+
+// ---------------------------------------------------------------- PyTorch fixtures
+
+// Tensors compared with bn3d_train: fixture name, our buffer, element count.
+#define BN_TRAIN_COMPARE(X)                 \
+    X(y, y, n)                              \
+    X(dx, dx, n)                            \
+    X(dweight, dgamma, C)                   \
+    X(dbias, dbeta, C)                      \
+    X(running_mean_out, rmean, C)           \
+    X(running_var_out, rvar, C)
+#define BN_EVAL_COMPARE(X) \
+    X(y, y, n)             \
+    X(dx, dx, n)           \
+    X(dweight, dgamma, C)  \
+    X(dbias, dbeta, C)
+
+#define COMPARE_ONE(file, f, name, buf, count)                                \
+    do {                                                                      \
+        float *ref = fixture_f32(&f, #name, count);                           \
+        expect_close(file " " #name, buf, ref, count, FIXTURE_TOL);           \
+        double e = max_rel_err(buf, ref, count);                              \
+        if (e > worst_err) worst_err = e;                                     \
+        free(ref);                                                            \
+    } while (0)
+
+static void read_or_fail(const StFile *f, const char *name, float *dst, int ndim, const int64_t *shape) {
+    if (st_read_f32(f, name, dst, ndim, shape) != 0) fail_msg("%s", mdgan_errmsg());
+}
+
+static void test_fixture_bn3d(void **state) {
+    (void)state;
+    const int N = 2, C = 3;
+    const size_t S = 3 * 4 * 5, n = (size_t)N * C * S;
+    const int64_t xs[5] = {2, 3, 3, 4, 5}, cs[1] = {3};
+    for (int train = 1; train >= 0; train--) {
+        StFile f;
+        fixture_open(&f, train ? "bn3d_train.safetensors" : "bn3d_eval.safetensors");
+        float *x = alloc_f32(n), *dy = alloc_f32(n), *y = alloc_f32(n), *dx = alloc_f32(n);
+        float gamma[3], beta[3], rmean[3], rvar[3], mean[3], rstd[3], dgamma[3] = {0}, dbeta[3] = {0};
+        read_or_fail(&f, "x", x, 5, xs);
+        read_or_fail(&f, "dy", dy, 5, xs);
+        read_or_fail(&f, "weight", gamma, 1, cs);
+        read_or_fail(&f, "bias", beta, 1, cs);
+        read_or_fail(&f, train ? "running_mean_in" : "running_mean", rmean, 1, cs);
+        read_or_fail(&f, train ? "running_var_in" : "running_var", rvar, 1, cs);
+        const char *meps = st_meta_get(&f, "eps"), *mmom = st_meta_get(&f, "momentum");
+        float eps = meps ? strtof(meps, NULL) : 1e-5f, mom = mmom ? strtof(mmom, NULL) : 0.1f;
+        assert_true(eps == 1e-5f && mom == 0.1f);
+        if (train) {
+            batchnorm_forward_train(y, mean, rstd, rmean, rvar, x, gamma, beta, N, C, S, mom, eps);
+            batchnorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C, S);
+#define X(name, buf, count) COMPARE_ONE("bn3d_train", f, name, buf, count);
+            BN_TRAIN_COMPARE(X)
+#undef X
+        } else {
+            batchnorm_forward_eval(y, x, gamma, beta, rmean, rvar, N, C, S, eps);
+            batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, rmean, rvar, N, C, S, eps);
+#define X(name, buf, count) COMPARE_ONE("bn3d_eval", f, name, buf, count);
+            BN_EVAL_COMPARE(X)
+#undef X
+        }
+        st_close(&f);
+        free(x); free(dy); free(y); free(dx);
+    }
+}
+
+// gram_rank: inputs feat{1,3}_{y,y1,y2}; loss.backward() of L_rank, so scale 1.
+#define GRAM_RANK_COMPARE(X)             \
+    X(d_y1, dist, N)                     \
+    X(d_y2, dist + N, N)                 \
+    X(loss, &loss, 1)                    \
+    X(gram1_y, gram1, (size_t)N * M0 * M0) \
+    X(dfeat1_y, df[0][0], n0)            \
+    X(dfeat1_y1, df[0][1], n0)           \
+    X(dfeat1_y2, df[0][2], n0)           \
+    X(dfeat3_y, df[1][0], n1)            \
+    X(dfeat3_y1, df[1][1], n1)           \
+    X(dfeat3_y2, df[1][2], n1)
+
+static void test_fixture_gram_rank(void **state) {
+    (void)state;
+    RankShape s = {.N = 2, .C = {3, 5}, .T = {4, 2}, .H = {5, 3}, .W = {6, 3}};
+    const int N = s.N, M0 = s.C[0] * s.T[0];
+    const int64_t sh[2][5] = {{2, 3, 4, 5, 6}, {2, 5, 2, 3, 3}};
+    const size_t n0 = 2 * 3 * 4 * 5 * 6, n1 = 2 * 5 * 2 * 3 * 3;
+    const char *fname[2][3] = {{"feat1_y", "feat1_y1", "feat1_y2"}, {"feat3_y", "feat3_y1", "feat3_y2"}};
+    StFile f;
+    fixture_open(&f, "gram_rank.safetensors");
+    float *feat[2][3], *df[2][3];
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            feat[l][k] = alloc_f32(l ? n1 : n0);
+            df[l][k] = alloc_f32(l ? n1 : n0);
+            read_or_fail(&f, fname[l][k], feat[l][k], 5, sh[l]);
+        }
+    const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
+    float *ws = alloc_f32(rank_loss_workspace_floats(&s)), *gram1 = alloc_f32((size_t)N * M0 * M0);
+    float dist[4];
+    float loss = rank_loss_features(df, dist, cfeat, &s, 1.0f, ws);
+    gram_forward(gram1, feat[0][0], N, M0, (size_t)s.H[0] * s.W[0]);
+#define X(name, buf, count) COMPARE_ONE("gram_rank", f, name, buf, count);
+    GRAM_RANK_COMPARE(X)
+#undef X
+    st_close(&f);
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            free(feat[l][k]); free(df[l][k]);
+        }
+    free(ws); free(gram1);
+    printf("    worst fixture error so far %.3e\n", worst_err);
+}
+
+// ---------------------------------------------------------------- Adam
+
+// The textbook formula in double over several steps, with gradients from 1e-9 to 10
+// and zeros (where eps dominates the denominator).
+static void test_adam_double_reference(void **state) {
+    (void)state;
+    const size_t n = 1001;
+    const int steps = 5;
+    AdamConfig c = ADAM_DEFAULTS;
+    c.lr = 0.01; // parameter changes well above the float resolution of p
+    float *p = alloc_f32(n), *m = alloc_f32(n), *v = alloc_f32(n), *g = alloc_f32(n);
+    double *pd = alloc_f64(n), *md = alloc_f64(n), *vd = alloc_f64(n);
+    float *pf = alloc_f32(n), *mf = alloc_f32(n), *vf = alloc_f32(n);
+    for (int t = 1; t <= steps; t++) {
+        for (size_t i = 0; i < n; i++) {
+            double mag = pow(10.0, -9.0 + 10.0 * (double)i / (n - 1));
+            g[i] = (i % 17 == 3 && t == 2) ? 0.0f : (float)(frand() * mag);
+        }
+        adam_step(p, g, m, v, n, t, &c);
+        double bc1 = 1 - pow(c.beta1, t), bc2 = 1 - pow(c.beta2, t);
+        for (size_t i = 0; i < n; i++) {
+            md[i] = c.beta1 * md[i] + (1 - c.beta1) * g[i];
+            vd[i] = c.beta2 * vd[i] + (1 - c.beta2) * (double)g[i] * g[i];
+            pd[i] -= c.lr / bc1 * md[i] / (sqrt(vd[i]) / sqrt(bc2) + c.eps);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        pf[i] = (float)pd[i];
+        mf[i] = (float)md[i];
+        vf[i] = (float)vd[i];
+    }
+    // m and v: a few float roundings per step; p starts at 0 so its error is relative
+    // to the steps themselves
+    expect_close("adam m vs double", m, mf, n, 1e-6);
+    expect_close("adam v vs double", v, vf, n, 1e-6);
+    expect_close("adam p vs double", p, pf, n, 1e-6);
+    free(p); free(m); free(v); free(g); free(pd); free(md); free(vd); free(pf); free(mf); free(vf);
+}
+
+// torch.optim.Adam(lr=2e-4, betas=(0.5, 0.999), eps=1e-8), 3 steps, torch 1.13 on this
+// machine's AVX2 kernels (printed with float.hex()): the result must match bit for bit.
+static void test_adam_matches_torch(void **state) {
+    (void)state;
+    float p[8] = {-0x1.f276a8p-2f, -0x1.35281ap-1f, -0x1.1dbecap-1f, 0x1.55c5bep-1f,
+                  -0x1.944e5ep-3f, 0x1.f15a42p+0f, -0x1.66d5f2p+0f, -0x1.866de4p-1f};
+    const float g[3][8] = {
+        {0x1.751b5ep-19f, 0x1.4058bcp-10f, -0x1.139e8cp-5f, -0x1.ee1c5ep-1f, -0x1.4befbcp+0f,
+         -0x1.3625ccp-26f, 0x1.28f502p-4f, -0x1.32d896p-2f},
+        {0x0.0p+0f, -0x1.5bbf8cp-11f, 0x1.b29c8ep-6f, -0x1.90e7e6p+0f, -0x1.068218p+4f,
+         -0x1.4467ccp-31f, 0x1.d287bap-4f, -0x1.9811b4p-1f},
+        {-0x1.16397ap-20f, 0x1.5f83dcp-11f, -0x1.2326b6p-6f, 0x1.b9b9c8p-2f, 0x1.8d583cp+3f,
+         0x1.150f04p-24f, -0x1.1d31e2p+0f, -0x1.4a27c0p+1f}};
+    const float p_ref[8] = {-0x1.f2bd8ep-2f, -0x1.354c38p-1f, -0x1.1da2f4p-1f, 0x1.56039ep-1f,
+                            -0x1.9392aap-3f, 0x1.f15d34p+0f, -0x1.66e4cap+0f, -0x1.861b0ep-1f};
+    const float m_ref[8] = {-0x1.6eaf2cp-23f, 0x1.51d074p-12f, -0x1.a74f6ap-8f, -0x1.2f9218p-2f,
+                            0x1.f1da98p+0f, 0x1.006840p-25f, -0x1.09f9d0p-1f, -0x1.86c0bcp+0f};
+    const float v_ref[8] = {0x1.3c90c0p-47f, 0x1.4704dep-29f, 0x1.205cacp-19f, 0x1.d35938p-9f,
+                            0x1.b2f7aep-2f, 0x1.4b124ep-58f, 0x1.4a1df0p-10f, 0x1.e378aep-8f};
+    float m[8] = {0}, v[8] = {0};
+    AdamConfig c = ADAM_DEFAULTS;
+    for (int t = 0; t < 3; t++) adam_step(p, g[t], m, v, 8, t + 1, &c);
+    expect_close("adam p vs torch (bit-exact)", p, p_ref, 8, 0);
+    expect_close("adam exp_avg vs torch (bit-exact)", m, m_ref, 8, 0);
+    expect_close("adam exp_avg_sq vs torch (bit-exact)", v, v_ref, 8, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bn_train_gradcheck),
+        cmocka_unit_test(test_bn_eval_gradcheck),
+        cmocka_unit_test(test_bn_fast_matches_naive),
+        cmocka_unit_test(test_bn_batch_stats_inference),
+        cmocka_unit_test(test_deterministic_across_threads),
+        cmocka_unit_test(test_activation_gradcheck),
+        cmocka_unit_test(test_bce_gradcheck),
+        cmocka_unit_test(test_l1_gradcheck),
+        cmocka_unit_test(test_gram),
+        cmocka_unit_test(test_gram_distance_gradcheck),
+        cmocka_unit_test(test_rank_loss_gradcheck),
+        cmocka_unit_test(test_rank_loss_features_gradcheck),
+        cmocka_unit_test(test_fixture_bn3d),
+        cmocka_unit_test(test_fixture_gram_rank),
+        cmocka_unit_test(test_adam_double_reference),
+        cmocka_unit_test(test_adam_matches_torch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
