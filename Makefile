@@ -76,6 +76,7 @@ test: $(BINS) $(TESTS)
 # Regenerate the PyTorch reference fixtures (needs python3-torch; the result is committed).
 fixtures:
 	/usr/bin/python3 tests/make_fixtures.py tests/fixtures
+	/usr/bin/python3 tests/make_metric_fixtures.py tests/fixtures/metrics.safetensors
 
 install-deps:
 	sh .ci/install-deps
