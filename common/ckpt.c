@@ -142,3 +142,22 @@ int ckpt_net_width(const StFile *f, const char *prefix, NetKind kind, int *nf) {
     *nf = (int)t->shape[0];
     return 0;
 }
+
+// Loads a generator of `kind` from f into net, under prefix "G1"/"G2" or bare keys.
+int ckpt_load_generator(Net *net, const StFile *f, NetKind kind, int T, int S) {
+    const char *prefix = kind == NET_G1 ? "G1" : "G2";
+    if (!ckpt_has_net(f, prefix, kind)) prefix = "";
+    if (!ckpt_has_net(f, prefix, kind)) {
+        MDGAN_ERR("%s: holds no %s generator (no '%s.downConv1.weight' nor bare 'downConv1.weight')", f->path,
+                  net_kind_name(kind), net_kind_name(kind));
+        return -1;
+    }
+    int nf;
+    if (ckpt_net_width(f, prefix, kind, &nf) != 0) return -1;
+    if (net_init(net, kind, T, S, S, nf, NULL) != 0) return -1;
+    if (ckpt_load_net(f, net, prefix, 0) != 0) {
+        net_free(net);
+        return -1;
+    }
+    return 0;
+}

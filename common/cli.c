@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mdgan/error.h"
 
@@ -16,6 +17,16 @@ int cli_int(const char *opt, const char *value, long lo, long hi, int *out) {
         return -1;
     }
     *out = (int)v;
+    return 0;
+}
+
+int cli_bn_mode(const char *value, BnMode *out) {
+    if (!strcmp(value, "running")) *out = BN_RUNNING;
+    else if (!strcmp(value, "batch")) *out = BN_BATCH;
+    else {
+        MDGAN_ERR("--bn: '%s' is not 'running' or 'batch'", value);
+        return -1;
+    }
     return 0;
 }
 

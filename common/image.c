@@ -806,3 +806,31 @@ done:
     free(canvas);
     return rc;
 }
+
+int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
+                      int W) {
+    const size_t plane = (size_t)H * W;
+    float *frame = malloc(3 * plane * sizeof(float));
+    if (!frame) {
+        MDGAN_ERR("out of memory writing frames to %s", dir);
+        return -1;
+    }
+    Image img = {0};
+    int rc = 0;
+    char path[4096];
+    for (int t = 0; t < T && rc == 0; t++) {
+        for (int c = 0; c < 3; c++) memcpy(frame + c * plane, video + ((size_t)c * T + t) * plane, plane * sizeof(float));
+        snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + t);
+        rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
+        image_free(&img);
+    }
+    free(frame);
+    return rc;
+}
+
+int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap) {
+    Image sheet = {0};
+    int rc = image_contact_sheet(&sheet, videos, nvideos, T, H, W, gap) != 0 || image_save_png(&sheet, path) != 0 ? -1 : 0;
+    image_free(&sheet);
+    return rc;
+}

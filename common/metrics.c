@@ -14,6 +14,8 @@
 // cannot change the mean; it is kept as scipy's for the full SSIM map.)
 #include "mdgan/metrics.h"
 
+#include <jansson.h>
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -215,4 +217,18 @@ int metrics_clip_frames(ClipMetrics *m, double *frame_mse, double *frame_psnr, d
 
 int metrics_clip(ClipMetrics *m, const float *pred, const float *real, int T, int H, int W) {
     return metrics_clip_frames(m, NULL, NULL, NULL, pred, real, T, H, W);
+}
+
+void metrics_accumulate(ClipMetrics *sum, const ClipMetrics *m) {
+    sum->mse += m->mse, sum->psnr += m->psnr, sum->ssim += m->ssim;
+    sum->motion_pred += m->motion_pred, sum->motion_real += m->motion_real, sum->motion_ratio += m->motion_ratio;
+}
+
+void metrics_scale(ClipMetrics *m, double k) {
+    m->mse *= k, m->psnr *= k, m->ssim *= k, m->motion_pred *= k, m->motion_real *= k, m->motion_ratio *= k;
+}
+
+void *metrics_to_json(const ClipMetrics *m) {
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "mse", m->mse, "psnr", m->psnr, "ssim", m->ssim,
+                     "motion_pred", m->motion_pred, "motion_real", m->motion_real, "motion_ratio", m->motion_ratio);
 }

@@ -1,16 +1,25 @@
-// mdgan: the user's front door. For now: predict (a photo -> a time-lapse clip with a
-// trained or converted Base-Net, optionally refined by a Refine-Net).
+// mdgan: the user's front door.
+//   predict  a photo -> a time-lapse clip with a trained or converted Base-Net,
+//            optionally refined by a Refine-Net
+//   data     synth: procedural sky time-lapse clips in the dataset layout
+//   eval     metrics of predicted clips against real ones
+#include <dirent.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mdgan/ckpt.h"
 #include "mdgan/cli.h"
+#include "mdgan/dataset.h"
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
 #include "mdgan/image.h"
+#include "mdgan/metrics.h"
 #include "mdgan/net.h"
+#include "mdgan/synth.h"
+#include <jansson.h>
 
 static const char *PROG = "mdgan";
 
@@ -20,6 +29,8 @@ static void usage(FILE *out) {
             "\n"
             "commands:\n"
             "  predict   generate a time-lapse clip from one photo\n"
+            "  data      synth: write procedural sky time-lapse clips\n"
+            "  eval      metrics of predicted clips against the real ones\n"
             "\n"
             "mdgan predict --checkpoint FILE [--refine FILE] --image IMG --out DIR\n"
             "              [--frames T] [--size S] [--bn running|batch] [--raw FILE] [--threads N]\n"
@@ -35,6 +46,18 @@ static void usage(FILE *out) {
             "                     code ran at test time)\n"
             "  --raw FILE         also write the clip as little-endian float32 (1, 3, T, S, S) in [-1, 1]\n"
             "  --threads N        threads (default: all cores)\n"
+            "\n"
+            "mdgan data synth --out DIR [--clips N] [--frames T] [--size S] [--per-video K]\n"
+            "                 [--seed K] [--jpeg]\n"
+            "  Writes DIR/video_NNN/clip_NNN/frame_NNN.png: drifting multi-octave clouds over a sky\n"
+            "  gradient, a horizon silhouette and slow light change; K consecutive clips per video\n"
+            "  (defaults: 64 clips, 32 frames, 64x64, 4 per video, seed 1)\n"
+            "\n"
+            "mdgan eval --pred DIR --real DIR [--frames T] [--size S] [--json FILE]\n"
+            "  Pairs the T-frame windows of DIR trees with the same <video>/<clip> layout (as\n"
+            "  mdgan-base infer writes) and reports, over frames 2..T in [0,1]: MSE, PSNR, SSIM\n"
+            "  (11x11 Gaussian, sigma 1.5) and the motion-energy ratio, per clip and overall.\n"
+            "  S defaults to the size of the predicted frames; T to 32.\n"
             "\n"
             "exit codes: 0 success, 1 runtime failure, 2 bad usage or input\n");
 }
@@ -55,55 +78,16 @@ static int meta_int(const StFile *f, const char *key, int *out) {
     return 1;
 }
 
-// Loads a generator of `kind` from f into net, under prefix "G1"/"G2" or bare keys.
-static int load_generator(Net *net, const StFile *f, NetKind kind, int T, int S) {
-    const char *prefix = kind == NET_G1 ? "G1" : "G2";
-    if (!ckpt_has_net(f, prefix, kind)) prefix = "";
-    if (!ckpt_has_net(f, prefix, kind)) {
-        MDGAN_ERR("%s: holds no %s generator (no '%s.downConv1.weight' nor bare 'downConv1.weight')", f->path,
-                  net_kind_name(kind), net_kind_name(kind));
-        return -1;
-    }
-    int nf;
-    if (ckpt_net_width(f, prefix, kind, &nf) != 0) return -1;
-    if (net_init(net, kind, T, S, S, nf, NULL) != 0) return -1;
-    if (ckpt_load_net(f, net, prefix, 0) != 0) {
-        net_free(net);
-        return -1;
-    }
-    return 0;
-}
-
 static int write_outputs(const PredictArgs *a, const float *y1, const float *y2) {
     const int T = a->frames, S = a->size;
     const float *y = y2 ? y2 : y1;
     if (fio_mkdir_p(a->out, 0755) != 0) return -1;
-    char path[4096];
-    float *frame = malloc((size_t)3 * S * S * sizeof(float));
-    if (!frame) {
-        MDGAN_ERR("out of memory");
-        return -1;
-    }
-    Image img = {0};
-    for (int t = 0; t < T; t++) {
-        for (int c = 0; c < 3; c++)
-            memcpy(frame + (size_t)c * S * S, y + ((size_t)c * T + t) * S * S, (size_t)S * S * sizeof(float));
-        snprintf(path, sizeof path, "%s/frame_%03d.png", a->out, t);
-        if (image_from_chw(&img, frame, S, S) != 0 || image_save_png(&img, path) != 0) {
-            free(frame), image_free(&img);
-            return -1;
-        }
-        image_free(&img);
-    }
-    free(frame);
+    if (image_save_frames(a->out, "frame_", 3, 0, y, T, S, S) != 0) return -1;
     // contact sheet: the Base-Net clip, and under it the refined one
+    char path[4096];
     const float *rows[2] = {y1, y2};
     snprintf(path, sizeof path, "%s/contact_sheet.png", a->out);
-    if (image_contact_sheet(&img, rows, y2 ? 2 : 1, T, S, S, 2) != 0 || image_save_png(&img, path) != 0) {
-        image_free(&img);
-        return -1;
-    }
-    image_free(&img);
+    if (image_save_contact_sheet(path, rows, y2 ? 2 : 1, T, S, S, 2) != 0) return -1;
     if (a->raw) {
         const void *bufs[1] = {y};
         const size_t lens[1] = {(size_t)3 * T * S * S * sizeof(float)};
@@ -134,14 +118,7 @@ static int cmd_predict(int argc, char **argv) {
         case 'T': if (cli_int("--frames", optarg, 1, 1024, &a.frames) != 0) return MDGAN_EXIT_USAGE; break;
         case 'S': if (cli_int("--size", optarg, 8, 4096, &a.size) != 0) return MDGAN_EXIT_USAGE; break;
         case 'j': if (cli_int("--threads", optarg, 1, 1024, &a.threads) != 0) return MDGAN_EXIT_USAGE; break;
-        case 'b':
-            if (!strcmp(optarg, "running")) a.bn = BN_RUNNING;
-            else if (!strcmp(optarg, "batch")) a.bn = BN_BATCH;
-            else {
-                MDGAN_ERR("--bn: '%s' is not 'running' or 'batch'", optarg);
-                return MDGAN_EXIT_USAGE;
-            }
-            break;
+        case 'b': if (cli_bn_mode(optarg, &a.bn) != 0) return MDGAN_EXIT_USAGE; break;
         case 'h': usage(stdout); return MDGAN_EXIT_OK;
         case ':': MDGAN_ERR("predict: option %s needs a value", argv[optind - 1]); return MDGAN_EXIT_USAGE;
         default: MDGAN_ERR("predict: unknown option '%s' (see mdgan --help)", argv[optind - 1]); return MDGAN_EXIT_USAGE;
@@ -170,12 +147,12 @@ static int cmd_predict(int argc, char **argv) {
     int L, ext[NET_MAX_LEVELS + 1][3];
     if (net_levels(a.frames, a.size, a.size, &L, ext) != 0) goto done;
     if (image_load(&photo, a.image) != 0 || image_fit_square(&fitted, &photo, a.size) != 0) goto done;
-    if (load_generator(&g1, &ck, NET_G1, a.frames, a.size) != 0) goto done;
+    if (ckpt_load_generator(&g1, &ck, NET_G1, a.frames, a.size) != 0) goto done;
     if (a.refine) {
-        if (st_open(&rf, a.refine) != 0 || load_generator(&g2, &rf, NET_G2, a.frames, a.size) != 0) goto done;
+        if (st_open(&rf, a.refine) != 0 || ckpt_load_generator(&g2, &rf, NET_G2, a.frames, a.size) != 0) goto done;
         have_g2 = 1;
     } else if (ckpt_has_net(&ck, "G2", NET_G2)) {
-        if (load_generator(&g2, &ck, NET_G2, a.frames, a.size) != 0) goto done;
+        if (ckpt_load_generator(&g2, &ck, NET_G2, a.frames, a.size) != 0) goto done;
         have_g2 = 1;
     }
     rc = MDGAN_EXIT_RUNTIME;
@@ -210,6 +187,190 @@ done:
     return rc;
 }
 
+
+static int cmd_data(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "synth") != 0) {
+        MDGAN_ERR("data: the only subcommand is 'synth' (see mdgan --help)");
+        return MDGAN_EXIT_USAGE;
+    }
+    SynthSpec spec;
+    synth_spec_default(&spec);
+    const char *out = NULL;
+    int seed = -1, threads = 0;
+    static const struct option opts[] = {
+        {"out", required_argument, 0, 'o'},    {"clips", required_argument, 0, 'n'},
+        {"frames", required_argument, 0, 'T'}, {"size", required_argument, 0, 'S'},
+        {"per-video", required_argument, 0, 'k'}, {"seed", required_argument, 0, 's'},
+        {"jpeg", no_argument, 0, 'J'},         {"threads", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int opt;
+    optind = 1, opterr = 0;
+    while ((opt = getopt_long(argc - 1, argv + 1, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'o': out = optarg; break;
+        case 'n': if (cli_int("--clips", optarg, 1, 1000000, &spec.clips) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'T': if (cli_int("--frames", optarg, 2, 4096, &spec.frames) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'S': if (cli_int("--size", optarg, 8, 1024, &spec.size) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'k': if (cli_int("--per-video", optarg, 1, 1000000, &spec.clips_per_video) != 0) return MDGAN_EXIT_USAGE; break;
+        case 's': if (cli_int("--seed", optarg, 0, 2147483647, &seed) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'j': if (cli_int("--threads", optarg, 1, 1024, &threads) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'J': spec.jpeg = 1; break;
+        case 'h': usage(stdout); return MDGAN_EXIT_OK;
+        case ':': MDGAN_ERR("data synth: option %s needs a value", argv[optind]); return MDGAN_EXIT_USAGE;
+        default: MDGAN_ERR("data synth: unknown option '%s' (see mdgan --help)", argv[optind]); return MDGAN_EXIT_USAGE;
+        }
+    }
+    if (!out) {
+        MDGAN_ERR("data synth needs --out DIR");
+        return MDGAN_EXIT_USAGE;
+    }
+    if (seed >= 0) spec.seed = (uint64_t)seed;
+    cli_set_threads(threads);
+    if (synth_write(out, &spec) != 0) return MDGAN_EXIT_RUNTIME;
+    printf("wrote %d clips of %d frames (%dx%d) in %d videos to %s\n", spec.clips, spec.frames, spec.size, spec.size,
+           (spec.clips + spec.clips_per_video - 1) / spec.clips_per_video, out);
+    return MDGAN_EXIT_OK;
+}
+
+// Size of the first frame of the first clip folder under root/<video>/<clip>/ (a scan
+// of two folders and one decode, whatever the size of the data set).
+static int first_frame_size(const char *root, int *size) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", root);
+    for (int level = 0; level < 2; level++) { // descend to the first video, then its first clip
+        DIR *d = opendir(path);
+        if (!d) {
+            MDGAN_ERR("cannot read folder %s", path);
+            return -1;
+        }
+        char *best = NULL;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            char sub[4200];
+            struct stat st;
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            if (e->d_name[0] == '.' || stat(sub, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+            if (!best || dataset_name_cmp(e->d_name, best) < 0) free(best), best = strdup(e->d_name);
+        }
+        closedir(d);
+        if (!best) {
+            MDGAN_ERR("no clip folders in %s (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
+            return -1;
+        }
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof path - len, "/%s", best);
+        free(best);
+    }
+    char **frames = NULL;
+    int n = 0;
+    if (dataset_list_frames(path, &frames, &n) != 0) return -1;
+    int rc = -1;
+    Image img = {0};
+    if (n == 0) MDGAN_ERR("no frames in %s", path);
+    else if (image_load(&img, frames[0]) == 0) *size = img.w < img.h ? img.w : img.h, rc = 0;
+    image_free(&img);
+    for (int i = 0; i < n; i++) free(frames[i]);
+    free(frames);
+    return rc;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *pred = NULL, *real = NULL, *json_path = NULL;
+    int T = 32, S = 0, threads = 0;
+    static const struct option opts[] = {
+        {"pred", required_argument, 0, 'p'},   {"real", required_argument, 0, 'r'},
+        {"frames", required_argument, 0, 'T'}, {"size", required_argument, 0, 'S'},
+        {"json", required_argument, 0, 'J'},   {"threads", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int opt;
+    optind = 1, opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'p': pred = optarg; break;
+        case 'r': real = optarg; break;
+        case 'J': json_path = optarg; break;
+        case 'T': if (cli_int("--frames", optarg, 2, 4096, &T) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'S': if (cli_int("--size", optarg, 11, 4096, &S) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'j': if (cli_int("--threads", optarg, 1, 1024, &threads) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'h': usage(stdout); return MDGAN_EXIT_OK;
+        case ':': MDGAN_ERR("eval: option %s needs a value", argv[optind - 1]); return MDGAN_EXIT_USAGE;
+        default: MDGAN_ERR("eval: unknown option '%s' (see mdgan --help)", argv[optind - 1]); return MDGAN_EXIT_USAGE;
+        }
+    }
+    if (optind < argc || !pred || !real) {
+        MDGAN_ERR("eval needs --pred DIR and --real DIR (see mdgan --help)");
+        return MDGAN_EXIT_USAGE;
+    }
+    cli_set_threads(threads);
+    if (!S && first_frame_size(pred, &S) != 0) return MDGAN_EXIT_USAGE;
+    Dataset dp = {0}, dr = {0};
+    int rc = MDGAN_EXIT_USAGE;
+    float *a = NULL, *b = NULL;
+    json_t *clips = json_array();
+    if (dataset_open(&dp, pred, T, S, S, NULL, NULL) != 0 || dataset_open(&dr, real, T, S, S, NULL, NULL) != 0) goto done;
+    const size_t clip = (size_t)3 * T * S * S;
+    a = malloc(clip * sizeof(float)), b = malloc(clip * sizeof(float));
+    if (!a || !b) {
+        MDGAN_ERR("out of memory");
+        rc = MDGAN_EXIT_RUNTIME;
+        goto done;
+    }
+    ClipMetrics sum = {0}, m;
+    int paired = 0, j = 0;
+    // both lists are sorted by (video, clip, window): walk them together
+    for (int i = 0; i < dp.nclips; i++) {
+        const DatasetClip *p = &dp.clips[i];
+        int c = 1;
+        while (j < dr.nclips) {
+            const DatasetClip *r = &dr.clips[j];
+            c = dataset_name_cmp(r->video, p->video);
+            if (!c) c = dataset_name_cmp(r->clip, p->clip);
+            if (!c) c = (r->window > p->window) - (r->window < p->window);
+            if (c >= 0) break;
+            j++;
+        }
+        if (c != 0) {
+            MDGAN_ERR("%s/%s/%s (window %d) has no real counterpart in %s", pred, p->video, p->clip, p->window, real);
+            goto done;
+        }
+        dataset_clip(&dp, i, a);
+        dataset_clip(&dr, j, b);
+        if (metrics_clip(&m, a, b, T, S, S) != 0) goto done;
+        metrics_accumulate(&sum, &m);
+        json_t *jc = metrics_to_json(&m);
+        json_object_set_new(jc, "video", json_string(p->video));
+        json_object_set_new(jc, "clip", json_string(p->clip));
+        json_object_set_new(jc, "window", json_integer(p->window));
+        json_array_append_new(clips, jc);
+        printf("%s/%s window %d: MSE %.5f PSNR %.2f SSIM %.4f motion ratio %.3f\n", p->video, p->clip, p->window,
+               m.mse, m.psnr, m.ssim, m.motion_ratio);
+        paired++;
+    }
+    metrics_scale(&sum, 1.0 / paired);
+    printf("overall (%d clips, %d frames of %dx%d): MSE %.5f PSNR %.2f SSIM %.4f motion ratio %.3f\n", paired, T, S,
+           S, sum.mse, sum.psnr, sum.ssim, sum.motion_ratio);
+    rc = MDGAN_EXIT_RUNTIME;
+    if (json_path) {
+        json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:i, s:o, s:O}", "pred", pred, "real", real, "frames", T, "size",
+                                S, "clips_evaluated", paired, "overall", metrics_to_json(&sum), "clips", clips);
+        char *text = json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+        json_decref(doc);
+        if (!text) goto done;
+        const void *bufs[1] = {text};
+        const size_t lens[1] = {strlen(text)};
+        int w = fio_write_atomic(json_path, bufs, lens, 1);
+        free(text);
+        if (w != 0) goto done;
+        printf("metrics: %s\n", json_path);
+    }
+    rc = MDGAN_EXIT_OK;
+done:
+    json_decref(clips);
+    free(a), free(b);
+    dataset_close(&dp), dataset_close(&dr);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -220,8 +381,12 @@ int main(int argc, char **argv) {
         usage(stdout);
         return MDGAN_EXIT_OK;
     }
-    if (!strcmp(cmd, "predict")) {
-        int rc = cmd_predict(argc - 1, argv + 1);
+    int rc;
+    if (!strcmp(cmd, "predict")) rc = cmd_predict(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "data")) rc = cmd_data(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 1, argv + 1);
+    else rc = -1;
+    if (rc >= 0) {
         if (rc != MDGAN_EXIT_OK) mdgan_errprint(PROG);
         return rc;
     }

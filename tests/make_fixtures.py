@@ -225,6 +225,70 @@ def predict_fixtures(T=8, S=32, nf=4):
           "x": "png u8 / 127.5 - 1, RGB, repeated T times"})
 
 
+# ---------------------------------------------------------------------------
+# h) one whole Stage I step (common/stage1.c): D1 step, then G1 against the updated D1
+
+
+def stage1_step_fixture(fname="stage1_step.safetensors", seed=21, N=2, T=8, S=32, ngf=4, ndf=4,
+                        lambda_l1=2.5):
+    torch.manual_seed(seed)
+    g1 = ref.init_random(ref.G1(T, S, S, ngf))
+    d1 = ref.init_random(ref.D(T, S, S, ndf))
+    # Y smooth-ish in (-1, 1): low-resolution noise upsampled, a little fine noise, tanh
+    low = torch.randn(N, 3, T // 2, S // 4, S // 4)
+    y = torch.tanh(1.5 * F.interpolate(low, size=(T, S, S), mode="trilinear", align_corners=False)
+                   + 0.3 * torch.randn(N, 3, T, S, S))
+    tensors = {"y": y}
+    tensors.update(state_tensors(g1, "G1."))
+    tensors.update(state_tensors(d1, "D1."))
+    g1.train()
+    d1.train()
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
+    opt_g = torch.optim.Adam(g1.parameters(), **adam)
+    opt_d = torch.optim.Adam(d1.parameters(), **adam)
+    bce = F.binary_cross_entropy_with_logits
+
+    x = y[:, :, :1].expand(N, 3, T, S, S).contiguous()
+    y1 = g1(x)
+    # D1 step: two separate train-mode calls (each updates the running statistics)
+    logit_r, _, _ = d1(y)
+    logit_f, _, _ = d1(y1.detach())
+    loss_d_real = bce(logit_r, torch.ones_like(logit_r))
+    loss_d_fake = bce(logit_f, torch.zeros_like(logit_f))
+    opt_d.zero_grad()
+    (loss_d_real + loss_d_fake).backward()
+    grad_d = [p.grad.detach().clone() for p in d1.parameters()]
+    opt_d.step()
+    # G1 step through the updated D1 (a third train-mode call); D1's grads are discarded
+    logit_g, _, _ = d1(y1)
+    loss_g_adv = bce(logit_g, torch.ones_like(logit_g))
+    loss_g_l1 = (y1 - y).abs().mean()
+    opt_g.zero_grad()
+    (loss_g_adv + lambda_l1 * loss_g_l1).backward()
+    grad_g = [p.grad.detach().clone() for p in g1.parameters()]
+    opt_g.step()
+
+    tensors["y1"] = y1.detach()
+    for k, v in (("loss_d_real", loss_d_real), ("loss_d_fake", loss_d_fake),
+                 ("loss_g_adv", loss_g_adv), ("loss_g_l1", loss_g_l1)):
+        tensors[k] = v.detach().reshape(1)
+    tensors.update(state_tensors(g1, "new.G1."))
+    tensors.update(state_tensors(d1, "new.D1."))
+    save(fname, tensors, {"N": str(N), "T": str(T), "H": str(S), "W": str(S), "ngf": str(ngf),
+                          "ndf": str(ndf), "lambda_l1": repr(lambda_l1),
+                          "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1 (G1 and D1)"})
+    # The first Adam step moves each weight by about lr * g / (|g| + eps): a gradient
+    # within rounding of 0 can flip the sign of its update. Report the smallest ones,
+    # and the smallest |Y1 - Y| (the L1 term's kink).
+    for who, gs in (("D1", grad_d), ("G1", grad_g)):
+        a = torch.cat([g.abs().flatten() for g in gs])
+        print("    %s grads: min |g| %.3g, %d of %d below 1e-6, max |g| %.3g"
+              % (who, float(a.min()), int((a < 1e-6).sum()), a.numel(), float(a.max())))
+    print("    losses: d_real %.6f d_fake %.6f g_adv %.6f g_l1 %.6f; min |Y1-Y| %.3g"
+          % (float(loss_d_real), float(loss_d_fake), float(loss_g_adv), float(loss_g_l1),
+             float((y1 - y).abs().min())))
+
+
 def main():
     global OUT
     if len(sys.argv) != 2:
@@ -244,6 +308,7 @@ def main():
     step_fixture("g2_step.safetensors", "g2", 12)
     step_fixture("d_step.safetensors", "d", 13)
     predict_fixtures()
+    stage1_step_fixture()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print("total %d bytes in %s" % (total, OUT))
 

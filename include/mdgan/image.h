@@ -85,4 +85,11 @@ int image_save_gif(const char *path,
                    const float *const *videos, // nvideos x (3, T, H, W) in [-1, 1]
                    int nvideos, int T, int H, int W, int delay_cs);
 
+// image_contact_sheet written to path as PNG.
+int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap);
+// Frame t of video (3, T, H, W) in [-1, 1] -> DIR/<prefix><first + t>.png, the number
+// zero-padded to `digits`, for t = 0..T-1 (each file written atomically).
+int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
+                      int W);
+
 #endif

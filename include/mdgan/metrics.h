@@ -50,4 +50,12 @@ double metrics_psnr_frame(const float *a, const float *b, int H, int W);
 // work holds 7 * H * W doubles.
 double metrics_ssim_channel(const double *x, const double *y, int H, int W, double *work);
 
+// sum += m, field by field (for averages over clips).
+void metrics_accumulate(ClipMetrics *sum, const ClipMetrics *m);
+// every field *= k
+void metrics_scale(ClipMetrics *m, double k);
+// {"mse", "psnr", "ssim", "motion_pred", "motion_real", "motion_ratio"} as a new
+// jansson object (json_t *; void * here so this header needs no jansson).
+void *metrics_to_json(const ClipMetrics *m);
+
 #endif

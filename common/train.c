@@ -1,0 +1,167 @@
+#include "mdgan/train.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mdgan/error.h"
+#include "mdgan/fileio.h"
+
+// ---- signals ----
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    if (stop_signal == sig) signal(sig, SIG_DFL); // second time: let it kill us
+    stop_signal = sig;
+}
+
+void train_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int train_stop_signal(void) { return stop_signal; }
+
+// ---- checkpoint files ----
+
+void train_ckpt_path(char *out, size_t n, const char *dir, const char *stage, long step) {
+    snprintf(out, n, "%s/%s_step_%08ld.safetensors", dir, stage, step);
+}
+
+// Steps of the checkpoints of `stage` in dir, newest first; returns the count (<= max).
+static int list_steps(const char *dir, const char *stage, long *steps, int max) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s_step_", stage);
+    size_t plen = strlen(prefix);
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && count < max) {
+        if (strncmp(e->d_name, prefix, plen) != 0) continue;
+        char *end;
+        long step = strtol(e->d_name + plen, &end, 10);
+        if (end == e->d_name + plen || strcmp(end, ".safetensors") != 0) continue;
+        steps[count++] = step;
+    }
+    closedir(d);
+    for (int i = 1; i < count; i++) // insertion sort, descending
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) {
+            long t = steps[j];
+            steps[j] = steps[j - 1], steps[j - 1] = t;
+        }
+    return count;
+}
+
+int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep) {
+    if (fio_write_sha256_sidecar(path) != 0) return -1;
+    long steps[4096];
+    int n = list_steps(dir, stage, steps, 4096);
+    for (int i = keep; i < n; i++) {
+        char old[4096], side[4200];
+        train_ckpt_path(old, sizeof old, dir, stage, steps[i]);
+        snprintf(side, sizeof side, "%s.sha256", old);
+        // sidecar first: a checkpoint without one is never taken for a good one
+        if ((unlink(side) != 0 && access(side, F_OK) == 0) || (unlink(old) != 0 && access(old, F_OK) == 0))
+            fprintf(stderr, "mdgan: warning: could not remove old checkpoint %s\n", old);
+    }
+    return 0;
+}
+
+int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage) {
+    long steps[4096];
+    int count = list_steps(dir, stage, steps, 4096);
+    for (int i = 0; i < count; i++) {
+        train_ckpt_path(out, n, dir, stage, steps[i]);
+        if (fio_verify_sha256_sidecar(out) == 0) return 0;
+        fprintf(stderr, "mdgan: warning: skipping checkpoint: %s\n", mdgan_errmsg());
+    }
+    MDGAN_ERR("no %s checkpoint that verifies in %s", stage, dir);
+    return -1;
+}
+
+int train_ckpt_resolve(char *out, size_t n, const char *arg, const char *stage) {
+    struct stat st;
+    if (stat(arg, &st) != 0) {
+        MDGAN_ERR("--resume %s: no such file or folder", arg);
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        // a run folder holds checkpoints/; a checkpoint folder holds them directly
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/checkpoints", arg);
+        if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode)) return train_ckpt_latest(out, n, sub, stage);
+        return train_ckpt_latest(out, n, arg, stage);
+    }
+    snprintf(out, n, "%s", arg);
+    if (fio_verify_sha256_sidecar(out) != 0) return -1;
+    return 0;
+}
+
+// ---- progress ----
+
+double train_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void format_duration(char *out, size_t n, double s) {
+    if (!(s >= 0) || s > 1e8) {
+        snprintf(out, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(out, n, "%lds", t);
+}
+
+void progress_init(Progress *p, const char *stage, long first_step, long total_steps, long log_every) {
+    memset(p, 0, sizeof *p);
+    p->stage = stage, p->first_step = first_step, p->total_steps = total_steps;
+    p->log_every = log_every > 0 ? log_every : 10;
+    p->tty = isatty(STDERR_FILENO);
+    p->t_start = p->t_last_print = train_now();
+}
+
+void progress_step(Progress *p, long step, int epoch, int epochs, int clips_per_step, const char *fmt, ...) {
+    double now = train_now();
+    int last = step == p->total_steps;
+    if (p->tty ? (now - p->t_last_print < 0.2 && !last) : (step % p->log_every != 0 && !last)) return;
+    p->t_last_print = now;
+    long done = step - p->first_step;
+    double elapsed = now - p->t_start;
+    double rate = elapsed > 0 ? done / elapsed : 0; // steps/s
+    char eta[32], losses[256];
+    format_duration(eta, sizeof eta, rate > 0 ? (p->total_steps - step) / rate : -1);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(losses, sizeof losses, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s%s: epoch %d/%d step %ld/%ld | %.2f clips/s | ETA %s | %s%s", p->tty ? "\r" : "", p->stage,
+            epoch, epochs, step, p->total_steps, rate * clips_per_step, eta, losses, p->tty ? "\033[K" : "\n");
+    p->line_open = p->tty;
+    fflush(stderr);
+}
+
+void progress_note(Progress *p, const char *fmt, ...) {
+    if (p && p->line_open) fputc('\n', stderr), p->line_open = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}

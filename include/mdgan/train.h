@@ -1,0 +1,45 @@
+#ifndef MDGAN_TRAIN_H
+#define MDGAN_TRAIN_H
+// What every training stage shares: the run folder, numbered checkpoints with their
+// sha256 sidecars (keep the newest K, resume from the newest that verifies), a stop
+// flag set by SIGINT/SIGTERM, and progress lines with rate and ETA.
+#include <stddef.h>
+
+// ---- signals ----
+// SIGINT/SIGTERM set a flag the loop checks between steps; a second signal of the
+// same kind restores the default action, so a stuck process can still be killed.
+void train_install_signals(void);
+int train_stop_signal(void);   // 0, or the signal number that asked to stop
+
+// ---- checkpoint files: DIR/<stage>_step_<step>.safetensors (+ .sha256) ----
+void train_ckpt_path(char *out, size_t n, const char *dir, const char *stage, long step);
+// After writing `path`: its sidecar, then removal of all but the newest `keep`.
+int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep);
+// The newest checkpoint of `stage` in dir whose sha256 verifies (older ones are tried
+// when the newest is damaged, each failure reported as a warning). -1 when none.
+int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage);
+// `arg` is a checkpoint file or a run/checkpoint folder; resolves to a file that
+// verifies against its sidecar.
+int train_ckpt_resolve(char *out, size_t n, const char *arg, const char *stage);
+
+// ---- progress ----
+typedef struct {
+    const char *stage;
+    long total_steps;
+    long first_step;       // step at start (resume), for the rate
+    double t_start, t_last_print;
+    int tty;               // stderr is a terminal: one line rewritten in place
+    long log_every;        // not a terminal: a plain line every log_every steps
+    int line_open;         // a \r line is on screen
+} Progress;
+
+void progress_init(Progress *p, const char *stage, long first_step, long total_steps, long log_every);
+// One update after `step` (1-based count of steps done); `fmt` adds the losses.
+void progress_step(Progress *p, long step, int epoch, int epochs, int clips_per_step, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+// A message on its own line (ends an open \r line first).
+void progress_note(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+double train_now(void);   // monotonic seconds
+void format_duration(char *out, size_t n, double seconds);
+
+#endif
