@@ -81,6 +81,30 @@ fixtures:
 install-deps:
 	sh .ci/install-deps
 
+# The default job: data (if none), Stage I for a few minutes, G1 over the data set,
+# metrics, and where everything is. Run again, it resumes the same run.
+CONF_GET = sed -n 's/^$(1) *= *//p' pipeline.conf | head -n 1
+demo:
+	@if [ "$$(id -u)" = 0 ]; then sh .ci/install-deps; fi
+	@$(MAKE) --no-print-directory all
+	@set -e; start=$$(date +%s); \
+	root=$$($(call CONF_GET,root)); frames=$$($(call CONF_GET,frames)); size=$$($(call CONF_GET,size)); \
+	run=$$($(call CONF_GET,dir))/$$($(call CONF_GET,name)); \
+	if ! ls $$root/*/*/* >/dev/null 2>&1; then \
+	  bin/mdgan data synth --out $$root --clips 48 --frames $$frames --size $$size --per-video 4; fi; \
+	if ls $$run/checkpoints/base_step_*.safetensors >/dev/null 2>&1; then resume="--resume $$run"; else resume=""; fi; \
+	bin/mdgan-base train --config pipeline.conf $$resume --minutes 8; \
+	ckpt=$$(ls $$run/checkpoints/base_step_*.safetensors | tail -n 1); \
+	bin/mdgan-base infer --checkpoint $$ckpt --data $$root --out $$run/y1; \
+	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval.json | tail -n 2; \
+	sheet=$$(ls $$run/samples/step_*.png | tail -n 1); \
+	echo; echo "demo done in $$(( $$(date +%s) - start )) s"; \
+	echo "  checkpoint:    $$ckpt"; \
+	echo "  contact sheet: $$sheet (real clips above G1's)"; \
+	echo "  animation:     $${sheet%.png}.gif"; \
+	echo "  videos (Y1):   $$run/y1/<video>/<clip>/frame_*.png"; \
+	echo "  metrics:       $$run/eval.json, $$run/metrics.jsonl"
+
 bench: $(BINS)
 	@echo "no benchmarks yet"
 
