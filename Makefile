@@ -36,6 +36,7 @@ LIB      := $(BUILD)/libmdgan.a
 BINS     := $(BINDIR)/mdgan $(BINDIR)/mdgan-base $(BINDIR)/mdgan-refine
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH    := $(BUILD)/bench/bench_step
 
 .PHONY: all test install-deps demo bench clean fixtures
 all: $(BINS)
@@ -64,7 +65,11 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB) | $(BUILD)/tests
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs $(TESTPKGS))
 
-$(BUILD)/common $(BUILD)/tests $(BINDIR):
+$(BENCH): bench/bench_step.c $(LIB) | $(BUILD)/bench
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/common $(BUILD)/tests $(BUILD)/bench $(BINDIR):
 	mkdir -p $@
 
 # Every test program gets the binaries' folder and the fixtures' folder; the runner
@@ -85,7 +90,7 @@ install-deps:
 # metrics, and where everything is. Run again, it resumes the same run.
 CONF_GET = sed -n 's/^$(1) *= *//p' pipeline.conf | head -n 1
 demo:
-	@if [ "$$(id -u)" = 0 ]; then sh .ci/install-deps; fi
+	@if [ "$$(id -u)" = 0 ]; then sh .ci/install-deps --runtime; fi
 	@$(MAKE) --no-print-directory all
 	@set -e; start=$$(date +%s); \
 	root=$$($(call CONF_GET,root)); frames=$$($(call CONF_GET,frames)); size=$$($(call CONF_GET,size)); \
@@ -105,8 +110,9 @@ demo:
 	echo "  videos (Y1):   $$run/y1/<video>/<clip>/frame_*.png"; \
 	echo "  metrics:       $$run/eval.json, $$run/metrics.jsonl"
 
-bench: $(BINS)
-	@echo "no benchmarks yet"
+# mdgan against PyTorch side by side (bench/README.md); BENCH_ARGS="--quick" etc.
+bench: $(BENCH)
+	@sh bench/run.sh --bin $(abspath $(BENCH)) $(BENCH_ARGS)
 
 clean:
 	rm -rf build bin

@@ -145,7 +145,9 @@ void progress_step(Progress *p, long step, int epoch, int epochs, int clips_per_
     double elapsed = now - p->t_start;
     double rate = elapsed > 0 ? done / elapsed : 0; // steps/s
     char eta[32], losses[256];
-    format_duration(eta, sizeof eta, rate > 0 ? (p->total_steps - step) / rate : -1);
+    double left = rate > 0 ? (p->total_steps - step) / rate : -1;
+    if (p->deadline > 0 && (left < 0 || p->deadline - now < left)) left = p->deadline > now ? p->deadline - now : 0;
+    format_duration(eta, sizeof eta, left);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(losses, sizeof losses, fmt, ap);

@@ -435,6 +435,7 @@ static int cmd_train(int argc, char **argv) {
         if (!a.resume && evaluate(tr, 1) != 0) goto done;
     }
     const double t0 = train_now();
+    if (a.minutes > 0) tr->prog.deadline = t0 + a.minutes * 60;
     long order_epoch = -1;
     int stop = 0, saved = 0;
     char path[4096] = "";

@@ -246,7 +246,7 @@ static int first_frame_size(const char *root, int *size) {
         char *best = NULL;
         struct dirent *e;
         while ((e = readdir(d))) {
-            char sub[4200];
+            char sub[sizeof path + sizeof e->d_name + 1]; // "path/name" always fits
             struct stat st;
             snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
             if (e->d_name[0] == '.' || stat(sub, &st) != 0 || !S_ISDIR(st.st_mode)) continue;

@@ -143,6 +143,19 @@ def init_random(model, gen=None):
     return model
 
 
+def forward_with_hooks(model, x_shape, types, make_hook):
+    """One eval-mode, no-grad forward of zeros with make_hook(name) as a forward hook on
+    every module of the given types; the model's train/eval mode is restored after."""
+    hs = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if isinstance(m, types)]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(x_shape))
+    model.train(was)
+    for h in hs:
+        h.remove()
+
+
 def describe(model, x_shape):
     """Lines 'name: module -> output shape' for every conv / BN, by running a forward."""
     lines = []
@@ -157,15 +170,7 @@ def describe(model, x_shape):
                                                        tuple(out.shape)))
         return f
 
-    hs = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-          if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d))]
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(x_shape))
-    model.train(was)
-    for h in hs:
-        h.remove()
+    forward_with_hooks(model, x_shape, (nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d), hook)
     return lines
 
 

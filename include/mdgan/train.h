@@ -31,6 +31,7 @@ typedef struct {
     int tty;               // stderr is a terminal: one line rewritten in place
     long log_every;        // not a terminal: a plain line every log_every steps
     int line_open;         // a \r line is on screen
+    double deadline;       // train_now() when a time budget ends (0: none), for the ETA
 } Progress;
 
 void progress_init(Progress *p, const char *stage, long first_step, long total_steps, long log_every);
