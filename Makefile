@@ -28,6 +28,8 @@ else
   BUILD  := build/release
   CFLAGS := $(CFLAGS_BASE) -O2 -g -march=x86-64-v2
   BINDIR := bin
+  # the vol2col/col2vol loops gain about 10% of a training step from -O3's vectorizer
+  HOT_CFLAGS := -O3
 endif
 
 LIB_SRC  := $(wildcard common/*.c)
@@ -47,6 +49,8 @@ Q := $(if $(V),,@)
 $(BUILD)/common/%.o: common/%.c $(wildcard include/mdgan/*.h) | $(BUILD)/common
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/common/conv.o: CFLAGS += $(HOT_CFLAGS)
 
 $(LIB): $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^

@@ -3,7 +3,7 @@
 //   --case train   one Stage I training step: G1 forward (train-mode BN), D on Y and on
 //                  Y1 (two calls, two Acts), BCE losses, D backward x2 + Adam on D, D on
 //                  Y1 again, G loss = BCE(D(Y1), 1) + L1(Y1, Y), D backward to dY1 (D's
-//                  parameter gradients are computed and discarded, as PyTorch does), G1
+//                  weight gradients are skipped: net_backward_input, as stage1_step does), G1
 //                  backward, Adam on G1. Default shape T=32, 64x64, ngf=ndf=16, batch 4.
 //   --case infer   G1 forward with running BatchNorm statistics, what `mdgan predict`
 //                  runs. Default shape T=32, 128x128, ngf=32, batch 1.
@@ -231,7 +231,7 @@ static int train_step(Train *b, double ph[NPHASE]) {
     memset(b->dy1, 0, n * sizeof(float));
     net_zero_grad(&b->d); // D's gradients from the G loss are discarded
     LAP(PH_LOSS);
-    if (net_backward(&b->d, &b->adg, b->dy1, b->dlg, NULL, NULL, b->ws) != 0) return -1;
+    if (net_backward_input(&b->d, &b->adg, b->dy1, b->dlg, NULL, NULL, b->ws) != 0) return -1;
     LAP(PH_D_BWD1);
     l1_backward(b->dy1, y1, b->y, n, 1.0f);
     net_zero_grad(&b->g);
@@ -343,6 +343,7 @@ static double time_it(int reps, void (*fn)(void *), void *ctx) {
 typedef struct {
     const ConvShape *s;
     float *vol, *col, *dvol, *dcol, *w, *dw, *ws;
+    float *full; // a whole column matrix (Ck, L) for the bare sgemms
     int which; // 0 conv fwd, 1 conv bwd (dW + dinp), 2 convT fwd, 3 convT bwd, 4..6 bare sgemms
 } LayerJob;
 
@@ -350,6 +351,9 @@ static void layer_job(void *ctx) {
     LayerJob *j = ctx;
     const ConvShape *s = j->s;
     const int Ck = s->C * s->kT * s->kH * s->kW, L = s->oT * s->oH * s->oW;
+    // The library runs one-threaded sgemms on tiles inside its OpenMP loops; the bare
+    // sgemms of the whole matrices get OpenBLAS's own threads, as a reference point.
+    if (j->which >= 4) openblas_set_num_threads(omp_get_max_threads());
     switch (j->which) {
     case 0: conv3d_forward(j->col, j->vol, j->w, s, j->ws); break;
     case 1: conv3d_backward(j->dvol, j->dw, j->col, j->vol, j->w, s, j->ws); break;
@@ -357,18 +361,18 @@ static void layer_job(void *ctx) {
     case 3: conv_transpose3d_backward(j->dcol, j->dw, j->vol, j->col, j->w, s, j->ws); break;
     case 4: // the forward's sgemm alone, per sample: (K, Ck) x (Ck, L)
         for (int n = 0; n < s->N; n++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, L, Ck, 1.0f, j->w, Ck, j->ws, L, 0.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, L, Ck, 1.0f, j->w, Ck, j->full, L, 0.0f,
                         j->dcol + (size_t)n * s->K * L, L);
         break;
     case 5: // dW: (K, L) x (L, Ck)
         for (int n = 0; n < s->N; n++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, Ck, L, 1.0f, j->col + (size_t)n * s->K * L,
-                        L, j->ws, L, 1.0f, j->dw, Ck);
+                        L, j->full, L, 1.0f, j->dw, Ck);
         break;
     case 6: // W^T dy: (Ck, K) x (K, L)
         for (int n = 0; n < s->N; n++)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, L, s->K, 1.0f, j->w, Ck,
-                        j->col + (size_t)n * s->K * L, L, 0.0f, j->ws, L);
+                        j->col + (size_t)n * s->K * L, L, 0.0f, j->full, L);
         break;
     }
 }
@@ -396,13 +400,16 @@ static int profile_layers(const Opts *o, Rng *rng) {
             job.dvol = calloc(nv, sizeof(float)), job.dcol = calloc(nc, sizeof(float));
             job.w = malloc(nw * sizeof(float)), job.dw = calloc(nw, sizeof(float));
             job.ws = malloc(conv_workspace_floats(s) * sizeof(float));
-            if (!job.vol || !job.col || !job.dvol || !job.dcol || !job.w || !job.dw || !job.ws) {
+            const size_t nfull = (size_t)s->C * s->kT * s->kH * s->kW * s->oT * s->oH * s->oW;
+            job.full = malloc(nfull * sizeof(float));
+            if (!job.vol || !job.col || !job.dvol || !job.dcol || !job.w || !job.dw || !job.ws || !job.full) {
                 MDGAN_ERR("out of memory profiling layer %d", jl);
                 free(job.vol), free(job.col), free(job.dvol), free(job.dcol), free(job.w), free(job.dw), free(job.ws);
+                free(job.full);
                 goto out;
             }
             fill_uniform(job.vol, nv, rng), fill_uniform(job.col, nc, rng), fill_uniform(job.w, nw, rng);
-            for (size_t i = 0; i < conv_workspace_floats(s); i++) job.ws[i] = 0.001f * (float)(i % 1000);
+            for (size_t i = 0; i < nfull; i++) job.full[i] = 0.001f * (float)(i % 1000);
             const int Ck = s->C * s->kT * s->kH * s->kW, L = s->oT * s->oH * s->oW;
             double fl = conv_flops(s);
             // encoder: conv forward / backward; G's decoder runs the transpose of the same shape
@@ -430,6 +437,7 @@ static int profile_layers(const Opts *o, Rng *rng) {
                        kind, idx, s->C, s->K, s->K, L, Ck, f * 1e3, fg * 1e3, bw * 1e3, bg * 1e3, fl / 1e9);
             }
             free(job.vol), free(job.col), free(job.dvol), free(job.dcol), free(job.w), free(job.dw), free(job.ws);
+            free(job.full);
         }
     }
     rc = 0;

@@ -35,7 +35,9 @@ static int threads_set;
 void cli_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    // The convolutions run single-threaded sgemm calls inside their own OpenMP loops:
+    // a second, OpenBLAS, thread pool would only spin against the first one.
+    openblas_set_num_threads(1);
     threads_set = n;
 }
 

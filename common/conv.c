@@ -3,11 +3,11 @@
 //   col (Ck, L) = vol2col(x_n)         col[(c,kt,kh,kw), (ot,oh,ow)] = x_n[c, ot*sT-pT+kt, ...]
 //   conv:    y_n (K, L)  = W (K, Ck) col
 //   adjoint: col = W^T y_n, then x_n += col2vol(col)
-// OpenMP splits vol2col/col2vol over rows or channels; sgemm is threaded by OpenBLAS
-// outside any parallel region, so the two never nest.
+// (tiled, see "tiles" below).
 #include "mdgan/conv.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "mdgan/error.h"
@@ -80,7 +80,6 @@ static size_t col_plane(const ConvShape *s) { return (size_t)s->oT * s->oH * s->
 size_t conv_volume_numel(const ConvShape *s) { return (size_t)s->N * s->C * vol_plane(s); }
 size_t conv_column_numel(const ConvShape *s) { return (size_t)s->N * s->K * col_plane(s); }
 size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol(s); }
-size_t conv_workspace_floats(const ConvShape *s) { return (size_t)s->C * kvol(s) * col_plane(s); }
 
 // The range [lo, hi) of output positions o whose input o*stride - pad + k lies in [0, in).
 static inline void valid_range(int *lo, int *hi, int out, int in, int stride, int pad, int k) {
@@ -92,117 +91,201 @@ static inline void valid_range(int *lo, int *hi, int out, int in, int stride, in
     if (*lo > *hi) *lo = *hi;
 }
 
-// col (C*kvol, L) from one sample x (C, T, H, W).
-static void vol2col(float *col, const float *x, const ConvShape *s) {
-    const int rows = s->C * s->kT * s->kH * s->kW;
-    const size_t L = col_plane(s);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
+// ---- tiles ----
+// The column matrix of one sample is never built whole: it is cut into tiles of whole
+// output lines (q = ot*oH + oh, oW columns each) small enough to stay in cache. The
+// work is split into items that write disjoint outputs and run on OpenMP threads, each
+// with its own tile of the workspace and a single-threaded sgemm (cli_set_threads gives
+// OpenBLAS one thread), so one thread pool does everything. Item and tile boundaries
+// depend on the shape only, never on the thread count, so every output element sums
+// its terms in the same order with any number of threads.
+
+enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16 };
+
+static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
+
+// Output lines per tile when a tile holds `rows` rows.
+static size_t tile_lines(const ConvShape *s, size_t rows) {
+    size_t lines = TILE_FLOATS / (rows * (size_t)s->oW);
+    if (lines < 1) lines = 1;
+    return lines < lines_total(s) ? lines : lines_total(s);
+}
+
+static size_t tile_floats(const ConvShape *s) {
+    size_t line = (size_t)s->C * kvol(s) * s->oW; // one output line of all rows
+    return line > TILE_FLOATS ? line : TILE_FLOATS;
+}
+
+size_t conv_workspace_floats(const ConvShape *s) { return CONV_MAX_THREADS * tile_floats(s); }
+
+// Called by the thread that starts a parallel loop, outside it.
+static int conv_threads(void) {
+    if (openblas_get_num_threads() > 1) openblas_set_num_threads(1); // see cli_set_threads
+    int nt = omp_get_max_threads();
+    return nt < CONV_MAX_THREADS ? nt : CONV_MAX_THREADS;
+}
+
+// The inner loops, one output line at a time: output column i meets input column
+// i*stride + off of the row, for i in [lo, hi) (the rest is padding). Strides 1 and 2
+// (every MD-GAN layer) get their own loops so the compiler can vectorize them.
+static inline void gather_line(float *restrict dst, const float *restrict row, int off, int lo, int hi, int n,
+                               int stride) {
+    for (int i = 0; i < lo; i++) dst[i] = 0.0f;
+    if (stride == 1) {
+        if (hi > lo) memcpy(dst + lo, row + lo + off, sizeof(float) * (size_t)(hi - lo));
+    } else if (stride == 2) {
+        for (int i = lo; i < hi; i++) dst[i] = row[2 * i + off];
+    } else {
+        for (int i = lo; i < hi; i++) dst[i] = row[i * stride + off];
+    }
+    for (int i = hi > lo ? hi : lo; i < n; i++) dst[i] = 0.0f;
+}
+
+static inline void scatter_line(float *restrict row, const float *restrict src, int off, int lo, int hi,
+                                int stride) {
+    if (stride == 1) {
+        for (int i = lo; i < hi; i++) row[i + off] += src[i];
+    } else if (stride == 2) {
+        for (int i = lo; i < hi; i++) row[2 * i + off] += src[i];
+    } else {
+        for (int i = lo; i < hi; i++) row[i * stride + off] += src[i];
+    }
+}
+
+// col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
+// r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
+static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1) {
+    const size_t ld = (q1 - q0) * s->oW;
+    for (int r = r0; r < r1; r++) {
         int kw = r % s->kW, kh = (r / s->kW) % s->kH, kt = (r / (s->kW * s->kH)) % s->kT;
         int c = r / (s->kW * s->kH * s->kT);
         const float *xc = x + (size_t)c * vol_plane(s);
-        float *dst = col + (size_t)r * L;
+        float *dst = col + (size_t)(r - r0) * ld;
         int wlo, whi;
         valid_range(&wlo, &whi, s->oW, s->W, s->sW, s->pW, kw);
-        for (int ot = 0; ot < s->oT; ot++) {
-            int it = ot * s->sT - s->pT + kt;
-            for (int oh = 0; oh < s->oH; oh++, dst += s->oW) {
-                int ih = oh * s->sH - s->pH + kh;
-                if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) {
-                    memset(dst, 0, sizeof(float) * s->oW);
-                    continue;
-                }
-                const float *xrow = xc + ((size_t)it * s->H + ih) * s->W;
-                for (int ow = 0; ow < wlo; ow++) dst[ow] = 0.0f;
-                if (s->sW == 1 && whi > wlo)
-                    memcpy(dst + wlo, xrow + (wlo - s->pW + kw), sizeof(float) * (whi - wlo));
-                else
-                    for (int ow = wlo; ow < whi; ow++) dst[ow] = xrow[ow * s->sW - s->pW + kw];
-                for (int ow = whi; ow < s->oW; ow++) dst[ow] = 0.0f;
+        int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
+        for (size_t q = q0; q < q1; q++, dst += s->oW) {
+            int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
+            if (++oh == s->oH) oh = 0, ot++;
+            if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) {
+                memset(dst, 0, sizeof(float) * s->oW);
+                continue;
+            }
+            gather_line(dst, xc + ((size_t)it * s->H + ih) * s->W, kw - s->pW, wlo, whi, s->oW, s->sW);
+        }
+    }
+}
+
+// x[c0..c1) += col2vol(col) for the tile's lines [q0, q1); col holds the rows of
+// channels [c0, c1) (the adjoint of vol2col_tile).
+static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1) {
+    const size_t ld = (q1 - q0) * s->oW;
+    const int kv = (int)kvol(s);
+    for (int c = c0; c < c1; c++) {
+        float *xc = x + (size_t)c * vol_plane(s);
+        for (int k = 0; k < kv; k++) {
+            int kw = k % s->kW, kh = (k / s->kW) % s->kH, kt = k / (s->kW * s->kH);
+            const float *src = col + ((size_t)(c - c0) * kv + k) * ld;
+            int wlo, whi;
+            valid_range(&wlo, &whi, s->oW, s->W, s->sW, s->pW, kw);
+            int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
+            for (size_t q = q0; q < q1; q++, src += s->oW) {
+                int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
+                if (++oh == s->oH) oh = 0, ot++;
+                if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) continue;
+                scatter_line(xc + ((size_t)it * s->H + ih) * s->W, src, kw - s->pW, wlo, whi, s->sW);
             }
         }
     }
 }
 
-// x (C, T, H, W) += col2vol(col). Parallel over channels: the rows of one channel
-// write only into that channel, so no two threads touch the same element, and each
-// element receives its contributions in a fixed order (deterministic).
-static void col2vol_add(float *x, const float *col, const ConvShape *s) {
-    const size_t L = col_plane(s);
-    const int kv = s->kT * s->kH * s->kW;
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < s->C; c++) {
-        float *xc = x + (size_t)c * vol_plane(s);
-        for (int k = 0; k < kv; k++) {
-            int kw = k % s->kW, kh = (k / s->kW) % s->kH, kt = k / (s->kW * s->kH);
-            const float *src = col + ((size_t)c * kv + k) * L;
-            int wlo, whi;
-            valid_range(&wlo, &whi, s->oW, s->W, s->sW, s->pW, kw);
-            for (int ot = 0; ot < s->oT; ot++) {
-                int it = ot * s->sT - s->pT + kt;
-                for (int oh = 0; oh < s->oH; oh++, src += s->oW) {
-                    int ih = oh * s->sH - s->pH + kh;
-                    if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) continue;
-                    float *xrow = xc + ((size_t)it * s->H + ih) * s->W;
-                    for (int ow = wlo; ow < whi; ow++) xrow[ow * s->sW - s->pW + kw] += src[ow];
-                }
+// ---- the three kinds of work ----
+
+// Column gather: out_n[:, tile] (K, L) = W (K, Ck) vol2col(vol_n)[:, tile], + beta * out.
+// Items (sample, tile) write disjoint columns.
+static void gather_columns(float *out, float beta, const float *vol, const float *w, const ConvShape *s, float *ws) {
+    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
+    const size_t lines = tile_lines(s, (size_t)Ck), tiles = (lines_total(s) + lines - 1) / lines;
+    const long items = (long)s->N * (long)tiles;
+#pragma omp parallel for schedule(static) num_threads(conv_threads())
+    for (long i = 0; i < items; i++) {
+        float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+        int n = (int)(i / (long)tiles);
+        size_t q0 = (size_t)(i % (long)tiles) * lines, q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+        int cols = (int)((q1 - q0) * s->oW);
+        vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, cols, Ck, 1.0f, w, Ck, col, cols, beta,
+                    out + (size_t)n * s->K * L + q0 * s->oW, L);
+    }
+}
+
+// Weight gradient: dW (K, Ck) += sum_n colside_n (K, L) vol2col(vol_n)^T. Items are
+// fixed groups of rows of vol2col (columns of dW); each sums over samples and tiles
+// in order.
+static void gather_weight_grad(float *dw, const float *colside, const float *vol, const ConvShape *s, float *ws) {
+    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
+    const int group = (Ck + ROW_GROUPS - 1) / ROW_GROUPS, groups = (Ck + group - 1) / group;
+    const size_t lines = tile_lines(s, (size_t)group);
+#pragma omp parallel for schedule(static) num_threads(conv_threads())
+    for (int g = 0; g < groups; g++) {
+        float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+        int r0 = g * group, r1 = r0 + group < Ck ? r0 + group : Ck;
+        for (int n = 0; n < s->N; n++)
+            for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+                size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+                int cols = (int)((q1 - q0) * s->oW);
+                vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, r1 - r0, cols, 1.0f,
+                            colside + (size_t)n * s->K * L + q0 * s->oW, L, col, cols, 1.0f, dw + r0, Ck);
             }
+    }
+}
+
+// Scatter: vol_n += col2vol(W^T colside_n). Items (sample, channel group) write
+// disjoint channels; within one, tiles and taps come in a fixed order.
+static void scatter(float *vol, const float *colside, const float *w, const ConvShape *s, float *ws) {
+    const int kv = (int)kvol(s), Ck = s->C * kv, L = (int)col_plane(s);
+    // Channels per group: about 256 rows of vol2col, but at least 8 groups so that
+    // even one sample keeps several threads busy.
+    int per = 256 / kv < s->C / 8 ? 256 / kv : s->C / 8;
+    if (per < 1) per = 1;
+    const int groups = (s->C + per - 1) / per;
+    const size_t lines = tile_lines(s, (size_t)per * kv);
+    const long items = (long)s->N * groups;
+#pragma omp parallel for schedule(static) num_threads(conv_threads())
+    for (long i = 0; i < items; i++) {
+        float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+        int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
+        for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+            size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+            int cols = (int)((q1 - q0) * s->oW);
+            // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (c1 - c0) * kv, cols, s->K, 1.0f,
+                        w + (size_t)c0 * kv, Ck, colside + (size_t)n * s->K * L + q0 * s->oW, L, 0.0f, col, cols);
+            col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1);
         }
     }
 }
 
 void conv3d_forward(float *out, const float *inp, const float *w, const ConvShape *s, float *ws) {
-    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    for (int n = 0; n < s->N; n++) {
-        vol2col(ws, inp + (size_t)n * s->C * vol_plane(s), s);
-        // y_n (K, L) = W (K, Ck) col (Ck, L)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, L, Ck, 1.0f, w, Ck, ws, L, 0.0f,
-                    out + (size_t)n * s->K * L, L);
-    }
+    gather_columns(out, 0.0f, inp, w, s, ws); // y = W vol2col(x)
 }
 
 void conv3d_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                      const ConvShape *s, float *ws) {
-    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    for (int n = 0; n < s->N; n++) {
-        const float *dy = dout + (size_t)n * s->K * L;
-        if (dw) {
-            // y = W col  =>  dW += dy col^T
-            vol2col(ws, inp + (size_t)n * s->C * vol_plane(s), s);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, Ck, L, 1.0f, dy, L, ws, L, 1.0f, dw, Ck);
-        }
-        if (dinp) {
-            // dcol = W^T dy, then scatter back through the vol2col map
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, L, s->K, 1.0f, w, Ck, dy, L, 0.0f, ws, L);
-            col2vol_add(dinp + (size_t)n * s->C * vol_plane(s), ws, s);
-        }
-    }
+    if (dw) gather_weight_grad(dw, dout, inp, s, ws); // dW += dy vol2col(x)^T
+    if (dinp) scatter(dinp, dout, w, s, ws);          // dx += col2vol(W^T dy)
 }
 
 void conv_transpose3d_forward(float *out, const float *inp, const float *w, const ConvShape *s, float *ws) {
-    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
     memset(out, 0, sizeof(float) * conv_volume_numel(s));
-    for (int n = 0; n < s->N; n++) {
-        // x_n = col2vol(W^T y_n)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ck, L, s->K, 1.0f, w, Ck,
-                    inp + (size_t)n * s->K * L, L, 0.0f, ws, L);
-        col2vol_add(out + (size_t)n * s->C * vol_plane(s), ws, s);
-    }
+    scatter(out, inp, w, s, ws); // x = col2vol(W^T y)
 }
 
 void conv_transpose3d_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                                const ConvShape *s, float *ws) {
-    const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    for (int n = 0; n < s->N; n++) {
-        // x_n = col2vol(W^T y_n)  =>  dcol = vol2col(dx_n); dy_n += W dcol; dW += y_n dcol^T
-        vol2col(ws, dout + (size_t)n * s->C * vol_plane(s), s);
-        if (dinp)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, L, Ck, 1.0f, w, Ck, ws, L, 1.0f,
-                        dinp + (size_t)n * s->K * L, L);
-        if (dw)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, Ck, L, 1.0f, inp + (size_t)n * s->K * L, L,
-                        ws, L, 1.0f, dw, Ck);
-    }
+    if (dinp) gather_columns(dinp, 1.0f, dout, w, s, ws); // dy += W vol2col(dx)
+    if (dw) gather_weight_grad(dw, inp, dout, s, ws);     // dW += y vol2col(dx)^T
 }
 
 // ---- naive reference: the definition, one output element at a time ----

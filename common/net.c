@@ -341,8 +341,8 @@ static void bn_act_backward(Net *net, Acts *a, float *dconv, const float *dout, 
                        net->params + ly->gamma, a->N, ly->out_ch, S);
 }
 
-int net_backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,
-                 float *ws) {
+static int backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,
+                    float *ws, int weight_grads) {
     const int L = net->L, N = a->N;
     if (!a->forward_done || a->mode == BN_RUNNING) {
         MDGAN_ERR("%s backward needs a forward pass with batch statistics first", net_kind_name(net->kind));
@@ -367,8 +367,8 @@ int net_backward(Net *net, Acts *a, float *dx, const float *dout, const float *d
             }
             const float *in = i > 1 ? a->dec_out[i - 1] : a->enc_out[L];
             float *din = i > 1 ? a->ddec_out[i - 1] : a->denc_out[L];
-            conv_transpose3d_backward(din, net->grads + ly->w, a->ddec_conv[i], in, net->params + ly->w,
-                                      &a->conv[L + 1 - i], ws);
+            conv_transpose3d_backward(din, weight_grads ? net->grads + ly->w : NULL, a->ddec_conv[i], in,
+                                      net->params + ly->w, &a->conv[L + 1 - i], ws);
         }
     }
     for (int j = L; j >= 1; j--) {
@@ -381,7 +381,18 @@ int net_backward(Net *net, Acts *a, float *dx, const float *dout, const float *d
             lrelu_backward(a->denc_conv[j], a->denc_out[j], a->enc_out[j], n, LRELU_SLOPE);
         const float *in = j > 1 ? a->enc_out[j - 1] : a->input;
         float *din = j > 1 ? a->denc_out[j - 1] : dx;
-        conv3d_backward(din, net->grads + ly->w, a->denc_conv[j], in, net->params + ly->w, &a->conv[j], ws);
+        conv3d_backward(din, weight_grads ? net->grads + ly->w : NULL, a->denc_conv[j], in, net->params + ly->w,
+                        &a->conv[j], ws);
     }
     return 0;
+}
+
+int net_backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,
+                 float *ws) {
+    return backward(net, a, dx, dout, dfeat1, dfeat3, ws, 1);
+}
+
+int net_backward_input(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,
+                       float *ws) {
+    return backward(net, a, dx, dout, dfeat1, dfeat3, ws, 0);
 }

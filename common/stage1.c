@@ -77,8 +77,8 @@ void stage1_step(Stage1 *s, const float *y, Stage1Losses *out) {
     memset(s->dlogit, 0, N * sizeof(float));
     bce_logits_backward(s->dlogit, acts_output(&s->ad_fake), 1.0f, N, 1.0f);
     memset(s->dy1, 0, n * sizeof(float));
-    // D1's parameter gradients from this pass are discarded (zeroed before its next step)
-    net_backward(&s->d, &s->ad_fake, s->dy1, s->dlogit, NULL, NULL, s->ws);
+    // only dL/dY1 is needed from D1 here (its gradients are zeroed before its next step)
+    net_backward_input(&s->d, &s->ad_fake, s->dy1, s->dlogit, NULL, NULL, s->ws);
     l1_backward(s->dy1, y1, y, n, s->lambda_l1);
     net_zero_grad(&s->g);
     net_backward(&s->g, &s->ag, NULL, s->dy1, NULL, NULL, s->ws);

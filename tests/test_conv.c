@@ -2,6 +2,8 @@
 // and PyTorch fixtures (tests/fixtures/conv3d.safetensors, conv_transpose3d.safetensors).
 #include "testutil.h"
 
+#include <omp.h>
+
 #include "mdgan/conv.h"
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -32,17 +34,24 @@ static const Case cases[] = {
     {1, 1, 1, 3, 3, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
+// Shapes large enough that the kernels cut the column matrix into many tiles, split
+// rows into groups and channels into groups (too large for the finite differences).
+static const Case tiled_cases[] = {
+    {2, 8, 6, 8, 40, 40, {3, 4, 4}, {1, 2, 2}, {1, 1, 1}},  // 20 tiles of 8 lines, 16 row groups
+    {1, 128, 2, 2, 4, 34, {2, 4, 4}, {1, 2, 2}, {0, 1, 1}}, // one line is larger than a tile
+    {3, 7, 5, 6, 9, 70, {3, 3, 5}, {2, 1, 3}, {1, 0, 2}},   // uneven groups and tiles, odd strides
+};
+#define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
 static void make_shape(ConvShape *s, const Case *c) {
     assert_int_equal(conv3d_shape(s, c->N, c->C, c->K, c->T, c->H, c->W, c->k, c->s, c->p), 0);
 }
 
 // Fast kernels against the naive loops, forward and backward, both directions.
-static void test_fast_matches_naive(void **state) {
-    (void)state;
-    for (int ci = 0; ci < NCASES; ci++) {
+static void check_fast_vs_naive(const Case *cs, int ncases, const char *table) {
+    for (int ci = 0; ci < ncases; ci++) {
         ConvShape s;
-        make_shape(&s, &cases[ci]);
+        make_shape(&s, &cs[ci]);
         size_t nv = conv_volume_numel(&s), nc = conv_column_numel(&s), nw = conv_weight_numel(&s);
         float *x = rand_buf(nv), *w = rand_buf(nw), *dy = rand_buf(nc), *ws = zero_buf(conv_workspace_floats(&s));
         float *y1 = zero_buf(nc), *y2 = zero_buf(nc), *dx1 = zero_buf(nv), *dx2 = zero_buf(nv);
@@ -50,13 +59,13 @@ static void test_fast_matches_naive(void **state) {
         char what[64];
         conv3d_forward(y1, x, w, &s, ws);
         conv3d_forward_naive(y2, x, w, &s);
-        snprintf(what, sizeof what, "case %d conv3d y", ci);
+        snprintf(what, sizeof what, "%s case %d conv3d y", table, ci);
         expect_close(what, y1, y2, nc, 1e-5);
         conv3d_backward(dx1, dw1, dy, x, w, &s, ws);
         conv3d_backward_naive(dx2, dw2, dy, x, w, &s);
-        snprintf(what, sizeof what, "case %d conv3d dx", ci);
+        snprintf(what, sizeof what, "%s case %d conv3d dx", table, ci);
         expect_close(what, dx1, dx2, nv, 1e-5);
-        snprintf(what, sizeof what, "case %d conv3d dw", ci);
+        snprintf(what, sizeof what, "%s case %d conv3d dw", table, ci);
         expect_close(what, dw1, dw2, nw, 1e-5);
         // transposed: column side in, volume side out
         float *u = rand_buf(nc), *du = rand_buf(nv), *z1 = zero_buf(nv), *z2 = zero_buf(nv);
@@ -65,16 +74,55 @@ static void test_fast_matches_naive(void **state) {
         memset(dw2, 0, nw * sizeof(float));
         conv_transpose3d_forward(z1, u, w, &s, ws);
         conv_transpose3d_forward_naive(z2, u, w, &s);
-        snprintf(what, sizeof what, "case %d convT y", ci);
+        snprintf(what, sizeof what, "%s case %d convT y", table, ci);
         expect_close(what, z1, z2, nv, 1e-5);
         conv_transpose3d_backward(dz1, dw1, du, u, w, &s, ws);
         conv_transpose3d_backward_naive(dz2, dw2, du, u, w, &s);
-        snprintf(what, sizeof what, "case %d convT dx", ci);
+        snprintf(what, sizeof what, "%s case %d convT dx", table, ci);
         expect_close(what, dz1, dz2, nc, 1e-5);
-        snprintf(what, sizeof what, "case %d convT dw", ci);
+        snprintf(what, sizeof what, "%s case %d convT dw", table, ci);
         expect_close(what, dw1, dw2, nw, 1e-5);
         free(x); free(w); free(dy); free(ws); free(y1); free(y2); free(dx1); free(dx2); free(dw1); free(dw2);
         free(u); free(du); free(z1); free(z2); free(dz1); free(dz2);
+    }
+}
+
+static void test_fast_matches_naive(void **state) {
+    (void)state;
+    check_fast_vs_naive(cases, NCASES, "small");
+    check_fast_vs_naive(tiled_cases, NTILED, "tiled");
+}
+
+// Tiles and work items depend on the shape only, so 1, 2 and 3 threads give the same bits.
+static void test_same_bits_any_threads(void **state) {
+    (void)state;
+    int saved = omp_get_max_threads();
+    for (int ci = 0; ci < NTILED; ci++) {
+        ConvShape s;
+        make_shape(&s, &tiled_cases[ci]);
+        size_t nv = conv_volume_numel(&s), nc = conv_column_numel(&s), nw = conv_weight_numel(&s);
+        float *x = rand_buf(nv), *w = rand_buf(nw), *dy = rand_buf(nc), *ws = zero_buf(conv_workspace_floats(&s));
+        float *out[3][6];
+        for (int t = 0; t < 3; t++) {
+            omp_set_num_threads(t + 1);
+            float *y = zero_buf(nc), *dx = zero_buf(nv), *dw = zero_buf(nw);
+            float *z = zero_buf(nv), *dz = zero_buf(nc), *dwt = zero_buf(nw);
+            conv3d_forward(y, x, w, &s, ws);
+            conv3d_backward(dx, dw, dy, x, w, &s, ws);
+            conv_transpose3d_forward(z, dy, w, &s, ws);
+            conv_transpose3d_backward(dz, dwt, x, dy, w, &s, ws);
+            float *o[6] = {y, dx, dw, z, dz, dwt};
+            memcpy(out[t], o, sizeof o);
+        }
+        omp_set_num_threads(saved);
+        const size_t n[6] = {nc, nv, nw, nv, nc, nw};
+        for (int t = 1; t < 3; t++)
+            for (int k = 0; k < 6; k++)
+                if (memcmp(out[0][k], out[t][k], n[k] * sizeof(float)) != 0)
+                    fail_msg("tiled case %d output %d: %d threads differ from 1 thread", ci, k, t + 1);
+        for (int t = 0; t < 3; t++)
+            for (int k = 0; k < 6; k++) free(out[t][k]);
+        free(x); free(w); free(dy); free(ws);
     }
 }
 
@@ -253,6 +301,7 @@ static void test_bad_shapes(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_matches_naive),
+        cmocka_unit_test(test_same_bits_any_threads),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_gradcheck_conv3d),
         cmocka_unit_test(test_gradcheck_conv_transpose3d),

@@ -152,6 +152,42 @@ static double net_loss(Net *net, Acts *a, const float *x, const float *R, const 
     return L;
 }
 
+// net_backward_input: the same input gradient, bit for bit, and no conv weight gradient.
+static void test_backward_input_only(void **state) {
+    (void)state;
+    const NetKind kinds[2] = {NET_D, NET_G1};
+    for (int k = 0; k < 2; k++) {
+        Rng rng;
+        rng_seed(&rng, 11);
+        Net net;
+        Acts a;
+        const int N = 2, T = 8, S = 32;
+        assert_int_equal(net_init(&net, kinds[k], T, S, S, 4, &rng), 0);
+        assert_int_equal(acts_init(&a, &net, N), 0);
+        size_t nx = (size_t)N * 3 * T * S * S, no = acts_output_numel(&a);
+        float *x = malloc(nx * sizeof(float)), *dout = malloc(no * sizeof(float));
+        float *dx1 = calloc(nx, sizeof(float)), *dx2 = calloc(nx, sizeof(float)), *ws = calloc(a.ws_floats, sizeof(float));
+        assert_non_null(x), assert_non_null(dout), assert_non_null(dx1), assert_non_null(dx2), assert_non_null(ws);
+        for (size_t i = 0; i < nx; i++) x[i] = 2.0f * (float)rng_uniform(&rng) - 1.0f;
+        for (size_t i = 0; i < no; i++) dout[i] = rng_normal(&rng);
+        net_forward(&net, &a, x, BN_TRAIN, ws);
+        net_zero_grad(&net);
+        assert_int_equal(net_backward(&net, &a, dx1, dout, NULL, NULL, ws), 0);
+        net_zero_grad(&net);
+        assert_int_equal(net_backward_input(&net, &a, dx2, dout, NULL, NULL, ws), 0);
+        if (memcmp(dx1, dx2, nx * sizeof(float)) != 0) fail_msg("%s: input gradients differ", net_kind_name(kinds[k]));
+        for (int t = 0; t < net.ntable; t++) {
+            const NetTensor *nt = &net.table[t];
+            if (nt->ndim != 5) continue; // conv weights; BatchNorm's still accumulate
+            const float *g = net_tensor_grad(&net, nt);
+            for (size_t i = 0; i < nt->numel; i++)
+                if (g[i] != 0.0f) fail_msg("%s: gradient of %s was computed", net_kind_name(kinds[k]), nt->name);
+        }
+        free(x), free(dout), free(dx1), free(dx2), free(ws);
+        acts_free(&a), net_free(&net);
+    }
+}
+
 static void gradcheck_net(NetKind kind) {
     Rng rng;
     rng_seed(&rng, 7);
@@ -312,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_pytorch_g1_step),
         cmocka_unit_test(test_pytorch_g2_step),
         cmocka_unit_test(test_pytorch_d_step),
+        cmocka_unit_test(test_backward_input_only),
         cmocka_unit_test(test_gradcheck_g1),
         cmocka_unit_test(test_gradcheck_g2),
         cmocka_unit_test(test_gradcheck_d),

@@ -34,8 +34,11 @@ int conv_transpose3d_shape(ConvShape *s, int N, int in_ch, int out_ch, int iT, i
 size_t conv_volume_numel(const ConvShape *s);   // N*C*T*H*W
 size_t conv_column_numel(const ConvShape *s);   // N*K*oT*oH*oW
 size_t conv_weight_numel(const ConvShape *s);   // K*C*kT*kH*kW
-// Floats of vol2col workspace one call needs; one buffer of the largest size serves
-// every layer of a network.
+// Floats of workspace one call needs: a cache-sized tile for each of up to
+// CONV_MAX_THREADS threads (only the tiles of threads in use are touched); one buffer
+// of the largest size serves every layer of a network. More threads than
+// CONV_MAX_THREADS work, the convolutions just use no more than that.
+enum { CONV_MAX_THREADS = 32 };
 size_t conv_workspace_floats(const ConvShape *s);
 
 // out = conv(inp, w)

@@ -126,5 +126,10 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws);
 // dfeat3 (nullable) are gradients of the two features.
 int net_backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1,
                  const float *dfeat3, float *ws);
+// The same without the convolution weight gradients (about a third of the work), for a
+// network that only passes gradients through, as D does in the generator's step; the
+// BatchNorm parameter gradients still accumulate into net->grads.
+int net_backward_input(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1,
+                       const float *dfeat3, float *ws);
 
 #endif
