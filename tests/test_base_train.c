@@ -131,25 +131,31 @@ static void test_kill_and_resume_is_exact(void **state) {
     // reference: 15 steps in one go
     int rc = train("straight", "--steps 15 --set base.ckpt_every=3 --set base.sample_every=100");
     if (rc != 0) fail_msg("train exited %d:\n%s", rc, out);
-    // the same run, SIGKILLed after its step-6 checkpoint, then resumed
-    char run_dir[1024], ck6[1200], log[1200];
+    // the same run, SIGKILLed mid-step some time after its step-6 checkpoint, then
+    // resumed to step 15. It is started without an end (so it cannot finish before the
+    // kill however fast the machine), and the kill must come before step 15.
+    char run_dir[1024], ck6[1200], ck15[1200], log[1200];
     snprintf(run_dir, sizeof run_dir, "%s/killed", tmp);
     snprintf(ck6, sizeof ck6, "%s/checkpoints/base_step_00000006.safetensors.sha256", run_dir);
+    snprintf(ck15, sizeof ck15, "%s/checkpoints/base_step_00000015.safetensors", run_dir);
     snprintf(log, sizeof log, "%s/killed.log", tmp);
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s/mdgan-base train " TINY " --set data.root=%s --set run.dir=%s --set run.name=killed "
-             "--steps 15 --set base.ckpt_every=3 --set base.sample_every=100 >%s 2>&1", bin_dir(), data, tmp, log);
+             "--steps 100000 --set base.ckpt_every=3 --set base.sample_every=100 >%s 2>&1", bin_dir(), data, tmp, log);
     pid_t pid = spawn(cmd);
     for (int i = 0; i < 6000 && !exists("%s", ck6); i++) usleep(10000);
     assert_true(exists("%s", ck6));
-    usleep(150000); // somewhere after the checkpoint, mid-step
+    usleep(7000); // somewhere in step 7 or later: mid-step
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    if (exists("%s", ck15)) fail_msg("the run reached step 15 before it was killed: the test needs slower steps");
     rc = run_cmd(out, sizeof out, "%s/mdgan-base train --resume %s --steps 15", bin_dir(), run_dir);
     if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
-    assert_non_null(strstr(out, "resumed from"));
+    const char *resumed = strstr(out, "resumed from");
+    assert_non_null(resumed);
+    printf("    killed mid-run, then %.*s\n", (int)strcspn(resumed, "\n"), resumed);
     char a[1200], b[1200];
     snprintf(a, sizeof a, "%s/straight/checkpoints/base_step_00000015.safetensors", tmp);
     snprintf(b, sizeof b, "%s/checkpoints/base_step_00000015.safetensors", run_dir);

@@ -62,11 +62,11 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(base, ngf,                 CFG_INT,    1, 1024,     CFG_CLOSED,  "16") \
     X(base, ndf,                 CFG_INT,    1, 1024,     CFG_CLOSED,  "16") \
     X(base, batch,               CFG_INT,    1, 65536,    CFG_CLOSED,  "4") \
-    X(base, epochs,              CFG_INT,    1, 1000000,  CFG_CLOSED,  "20") \
+    X(base, epochs,              CFG_INT,    1, 1000000,  CFG_CLOSED,  "200") \
     X(base, lr,                  CFG_DOUBLE, 0, 1,        CFG_LO_OPEN, "2e-4") \
     X(base, beta1,               CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.5") \
     X(base, beta2,               CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.999") \
-    X(base, lambda_l1,           CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
+    X(base, lambda_l1,           CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "100") \
     X(base, ckpt_every,          CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(base, sample_every,        CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(base, keep,                CFG_INT,    1, 1000,     CFG_CLOSED,  "3") \
@@ -77,7 +77,7 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(refine, lr,                CFG_DOUBLE, 0, 1,        CFG_LO_OPEN, "2e-4") \
     X(refine, beta1,             CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.5") \
     X(refine, beta2,             CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.999") \
-    X(refine, lambda_l1,         CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
+    X(refine, lambda_l1,         CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "100") \
     X(refine, lambda_rank,       CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
     X(refine, ckpt_every,        CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, sample_every,      CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
