@@ -1,6 +1,7 @@
 #include "mdgan/train.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -166,4 +167,44 @@ void progress_note(Progress *p, const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
     fflush(stderr);
+}
+
+int train_log_truncate(const char *path, long step, long *last_step) {
+    unsigned char *buf;
+    size_t len;
+    struct stat st;
+    *last_step = -1;
+    if (stat(path, &st) != 0 && errno == ENOENT) return 0;
+    if (fio_read_all(path, &buf, &len) != 0) return -1;
+    // compact the buffer over the dropped lines
+    size_t out = 0, dropped = 0;
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && buf[end] != '\n') end++;
+        if (end == len) { // no newline: the append was cut short
+            dropped++;
+            break;
+        }
+        end++;
+        static const char key[] = "{\"step\": ";
+        const char *num = (const char *)buf + i + sizeof key - 1;
+        char *num_end = NULL;
+        long s = end - i > sizeof key && !memcmp(buf + i, key, sizeof key - 1) ? strtol(num, &num_end, 10) : 0;
+        int has_step = num_end && num_end != num;
+        if (has_step && s > step) {
+            dropped++;
+        } else {
+            if (has_step) *last_step = s;
+            memmove(buf + out, buf + i, end - i);
+            out += end - i;
+        }
+        i = end;
+    }
+    int rc = 0;
+    if (dropped) {
+        const void *bufs[1] = {buf};
+        rc = fio_write_atomic(path, bufs, &out, 1);
+    }
+    free(buf);
+    return rc;
 }

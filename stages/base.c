@@ -270,11 +270,15 @@ static int save_checkpoint(Trainer *tr, char *path, size_t n) {
     snprintf(threads, sizeof threads, "%d", tr->cfg.run.threads);
     time_t now = time(NULL);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    // the last step's losses (9 digits: floats read back exactly), for the metrics log
+    char losses[80];
+    snprintf(losses, sizeof losses, "%.9g %.9g %.9g %.9g", tr->last.d_real, tr->last.d_fake, tr->last.g_adv,
+             tr->last.g_l1);
     const CkptMeta meta[] = {
         {"run", tr->cfg.run.name}, {"stage", STAGE},      {"step", step},       {"epoch", epoch},
         {"batch", batch},          {"rng", rng},          {"config_sha256", tr->cfg_text_sha},
         {"config", tr->cfg_text},  {"frames", frames},    {"size", size},       {"seed", seed},
-        {"threads", threads},      {"created", created},
+        {"threads", threads},      {"created", created},  {"losses", losses},
     };
     const CkptNet nets[] = {{&tr->s.g, "G1", 1}, {&tr->s.d, "D1", 1}};
     if (ckpt_save(path, nets, 2, meta, (int)(sizeof meta / sizeof meta[0])) != 0) return -1;
@@ -369,6 +373,7 @@ static int cmd_train(int argc, char **argv) {
     char ckpath[4096] = "";
     int rc = MDGAN_EXIT_USAGE;
     int *order = NULL;
+    long logged = -1; // last step in metrics.jsonl, on resume
     if (setup_config(tr, &a, &ck, ckpath, sizeof ckpath) != 0) goto done;
     const Config *c = &tr->cfg;
     const int T = c->data.frames, S = c->data.size, N = c->base.batch;
@@ -418,7 +423,13 @@ static int cmd_train(int argc, char **argv) {
             ckpt_load_net(&ck, &tr->s.g, "G1", 1) != 0 || ckpt_load_net(&ck, &tr->s.d, "D1", 1) != 0)
             goto done;
         tr->step = step;
+        const char *losses = st_meta_get(&ck, "losses"); // absent in older checkpoints: zeros
+        if (losses && sscanf(losses, "%f %f %f %f", &tr->last.d_real, &tr->last.d_fake, &tr->last.g_adv,
+                             &tr->last.g_l1) != 4)
+            memset(&tr->last, 0, sizeof tr->last);
         fprintf(stderr, "%s: resumed from %s at step %ld\n", STAGE, ckpath, step);
+        rc = MDGAN_EXIT_RUNTIME;
+        if (train_log_truncate(tr->metrics_path, step, &logged) != 0) goto done;
         st_close(&ck);
         rc = MDGAN_EXIT_RUNTIME;
     }
@@ -432,7 +443,10 @@ static int cmd_train(int argc, char **argv) {
     progress_init(&tr->prog, STAGE, tr->step, tr->total_steps, a.log_every);
     if (tr->nval > 0) {
         if (baseline(tr) != 0) goto done;
-        if (!a.resume && evaluate(tr, 1) != 0) goto done;
+        // the evaluation due at the resumed step is missing when the crash came between
+        // the checkpoint and the end of the evaluation
+        int due = !a.resume || (logged < tr->step && tr->step % c->base.sample_every == 0);
+        if (due && evaluate(tr, 1) != 0) goto done;
     }
     const double t0 = train_now();
     if (a.minutes > 0) tr->prog.deadline = t0 + a.minutes * 60;

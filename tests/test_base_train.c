@@ -6,6 +6,9 @@
 
 #include "testutil.h"
 
+#include "mdgan/fileio.h"
+#include "mdgan/train.h"
+
 #include "mdgan/error.h"
 
 static char tmp[512], data[600];
@@ -129,7 +132,7 @@ static void test_trains_and_writes_outputs(void **state) {
 static void test_kill_and_resume_is_exact(void **state) {
     (void)state;
     // reference: 15 steps in one go
-    int rc = train("straight", "--steps 15 --set base.ckpt_every=3 --set base.sample_every=100");
+    int rc = train("straight", "--steps 15 --set base.ckpt_every=3 --set base.sample_every=3");
     if (rc != 0) fail_msg("train exited %d:\n%s", rc, out);
     // the same run, SIGKILLed mid-step some time after its step-6 checkpoint, then
     // resumed to step 15. It is started without an end (so it cannot finish before the
@@ -141,7 +144,7 @@ static void test_kill_and_resume_is_exact(void **state) {
     snprintf(log, sizeof log, "%s/killed.log", tmp);
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s/mdgan-base train " TINY " --set data.root=%s --set run.dir=%s --set run.name=killed "
-             "--steps 100000 --set base.ckpt_every=3 --set base.sample_every=100 >%s 2>&1", bin_dir(), data, tmp, log);
+             "--steps 100000 --set base.ckpt_every=3 --set base.sample_every=3 >%s 2>&1", bin_dir(), data, tmp, log);
     pid_t pid = spawn(cmd);
     for (int i = 0; i < 6000 && !exists("%s", ck6); i++) usleep(10000);
     assert_true(exists("%s", ck6));
@@ -160,6 +163,44 @@ static void test_kill_and_resume_is_exact(void **state) {
     snprintf(a, sizeof a, "%s/straight/checkpoints/base_step_00000015.safetensors", tmp);
     snprintf(b, sizeof b, "%s/checkpoints/base_step_00000015.safetensors", run_dir);
     expect_same_checkpoint(a, b);
+    // and the metrics log holds each evaluation once, as the uninterrupted run's does:
+    // the lines the lost part wrote are dropped on resume, a missing one is redone
+    snprintf(a, sizeof a, "%s/straight/metrics.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/metrics.jsonl", run_dir);
+    unsigned char *la, *lb;
+    size_t na, nb;
+    if (fio_read_all(a, &la, &na) != 0 || fio_read_all(b, &lb, &nb) != 0) fail_msg("%s", mdgan_errmsg());
+    if (na != nb || memcmp(la, lb, na) != 0) fail_msg("metrics logs differ:\n%s\n--- resumed:\n%s", la, lb);
+    free(la), free(lb);
+}
+
+// The metrics log on resume: later steps and a cut-short last line go, the rest stays.
+static void test_log_truncate(void **state) {
+    (void)state;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/truncate.jsonl", tmp);
+    const char *text = "{\"step\": 0, \"val_l1\": 0.5}\n{\"step\": 3, \"val_l1\": 0.4}\n"
+                       "{\"step\": 6, \"val_l1\": 0.3}\nnot a step line\n{\"step\": 9, \"val_l1\": 0.2}\n"
+                       "{\"step\": 12, \"val";
+    const char *want = "{\"step\": 0, \"val_l1\": 0.5}\n{\"step\": 3, \"val_l1\": 0.4}\n"
+                       "{\"step\": 6, \"val_l1\": 0.3}\nnot a step line\n";
+    const void *bufs[1] = {text};
+    size_t len = strlen(text);
+    assert_int_equal(fio_write_atomic(path, bufs, &len, 1), 0);
+    long last = 0;
+    assert_int_equal(train_log_truncate(path, 6, &last), 0);
+    assert_int_equal(last, 6);
+    unsigned char *got;
+    size_t n;
+    assert_int_equal(fio_read_all(path, &got, &n), 0);
+    assert_string_equal((const char *)got, want);
+    free(got);
+    // nothing after step 9: untouched; a missing file is no error
+    assert_int_equal(train_log_truncate(path, 9, &last), 0);
+    assert_int_equal(last, 6);
+    snprintf(path, sizeof path, "%s/no-such.jsonl", tmp);
+    assert_int_equal(train_log_truncate(path, 3, &last), 0);
+    assert_int_equal(last, -1);
 }
 
 static void test_sigterm_stops_with_checkpoint(void **state) {
@@ -312,6 +353,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trains_and_writes_outputs),
         cmocka_unit_test(test_kill_and_resume_is_exact),
+        cmocka_unit_test(test_log_truncate),
         cmocka_unit_test(test_sigterm_stops_with_checkpoint),
         cmocka_unit_test(test_resume_skips_damaged_checkpoint),
         cmocka_unit_test(test_bad_config_and_data),

@@ -22,6 +22,14 @@ int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage);
 // verifies against its sidecar.
 int train_ckpt_resolve(char *out, size_t n, const char *arg, const char *stage);
 
+// ---- the metrics log: one JSON object per line, starting {"step": N, ----
+// On resume from step N, drops the lines of steps after N (written by the part of
+// the interrupted run that is lost and will run again) and a last line cut short by
+// the crash, rewriting the file atomically; other lines it cannot read a step from
+// are kept. *last_step: the step of the last line kept, -1 if none. A missing file
+// is fine.
+int train_log_truncate(const char *path, long step, long *last_step);
+
 // ---- progress ----
 typedef struct {
     const char *stage;
