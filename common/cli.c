@@ -34,10 +34,13 @@ static int threads_set;
 
 void cli_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
+    // The convolutions run one-threaded sgemm calls inside their own OpenMP loops: a
+    // second, OpenBLAS, thread pool would only spin against the first one. The
+    // OpenMP build of OpenBLAS (openblas_get_parallel() == 2) has no pool of its own,
+    // runs one-threaded inside a parallel region, and its openblas_set_num_threads
+    // sets OpenMP's count too: leave it alone.
+    if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
     omp_set_num_threads(n);
-    // The convolutions run single-threaded sgemm calls inside their own OpenMP loops:
-    // a second, OpenBLAS, thread pool would only spin against the first one.
-    openblas_set_num_threads(1);
     threads_set = n;
 }
 

@@ -120,8 +120,9 @@ size_t conv_workspace_floats(const ConvShape *s) { return CONV_MAX_THREADS * til
 
 // Called by the thread that starts a parallel loop, outside it.
 static int conv_threads(void) {
-    if (openblas_get_num_threads() > 1) openblas_set_num_threads(1); // see cli_set_threads
     int nt = omp_get_max_threads();
+    // see cli_set_threads: only the pthreads build has a pool that would compete
+    if (openblas_get_parallel() == 1 && openblas_get_num_threads() > 1) openblas_set_num_threads(1);
     return nt < CONV_MAX_THREADS ? nt : CONV_MAX_THREADS;
 }
 
@@ -245,8 +246,8 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
 // disjoint channels; within one, tiles and taps come in a fixed order.
 static void scatter(float *vol, const float *colside, const float *w, const ConvShape *s, float *ws) {
     const int kv = (int)kvol(s), Ck = s->C * kv, L = (int)col_plane(s);
-    // Channels per group: about 256 rows of vol2col, but at least 8 groups so that
-    // even one sample keeps several threads busy.
+    // Channels per group: about 256 rows of vol2col, but 8 groups or more (one per
+    // channel when C < 8) so that even one sample keeps several threads busy.
     int per = 256 / kv < s->C / 8 ? 256 / kv : s->C / 8;
     if (per < 1) per = 1;
     const int groups = (s->C + per - 1) / per;

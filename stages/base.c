@@ -257,7 +257,9 @@ static int baseline(Trainer *tr) {
     return 0;
 }
 
-static int save_checkpoint(Trainer *tr, char *path, size_t n) {
+// eval_due: an evaluation follows this checkpoint (a resume from it redoes the
+// evaluation when the crash came before its line reached metrics.jsonl).
+static int save_checkpoint(Trainer *tr, char *path, size_t n, int eval_due) {
     train_ckpt_path(path, n, tr->ckpt_dir, STAGE, tr->step);
     char step[32], epoch[32], batch[32], rng[68], frames[16], size[16], seed[32], threads[16], created[32];
     snprintf(step, sizeof step, "%ld", tr->step);
@@ -279,6 +281,7 @@ static int save_checkpoint(Trainer *tr, char *path, size_t n) {
         {"batch", batch},          {"rng", rng},          {"config_sha256", tr->cfg_text_sha},
         {"config", tr->cfg_text},  {"frames", frames},    {"size", size},       {"seed", seed},
         {"threads", threads},      {"created", created},  {"losses", losses},
+        {"eval_due", eval_due ? "1" : "0"},
     };
     const CkptNet nets[] = {{&tr->s.g, "G1", 1}, {&tr->s.d, "D1", 1}};
     if (ckpt_save(path, nets, 2, meta, (int)(sizeof meta / sizeof meta[0])) != 0) return -1;
@@ -373,7 +376,8 @@ static int cmd_train(int argc, char **argv) {
     char ckpath[4096] = "";
     int rc = MDGAN_EXIT_USAGE;
     int *order = NULL;
-    long logged = -1; // last step in metrics.jsonl, on resume
+    long logged = -1;           // last step in metrics.jsonl, on resume
+    int eval_due_at_resume = 0; // the checkpoint resumed from was followed by an evaluation
     if (setup_config(tr, &a, &ck, ckpath, sizeof ckpath) != 0) goto done;
     const Config *c = &tr->cfg;
     const int T = c->data.frames, S = c->data.size, N = c->base.batch;
@@ -423,6 +427,8 @@ static int cmd_train(int argc, char **argv) {
             ckpt_load_net(&ck, &tr->s.g, "G1", 1) != 0 || ckpt_load_net(&ck, &tr->s.d, "D1", 1) != 0)
             goto done;
         tr->step = step;
+        const char *due = st_meta_get(&ck, "eval_due"); // absent in older checkpoints
+        eval_due_at_resume = due ? !strcmp(due, "1") : step % c->base.sample_every == 0;
         const char *losses = st_meta_get(&ck, "losses"); // absent in older checkpoints: zeros
         if (losses && sscanf(losses, "%f %f %f %f", &tr->last.d_real, &tr->last.d_fake, &tr->last.g_adv,
                              &tr->last.g_l1) != 4)
@@ -445,7 +451,7 @@ static int cmd_train(int argc, char **argv) {
         if (baseline(tr) != 0) goto done;
         // the evaluation due at the resumed step is missing when the crash came between
         // the checkpoint and the end of the evaluation
-        int due = !a.resume || (logged < tr->step && tr->step % c->base.sample_every == 0);
+        int due = !a.resume || (logged < tr->step && eval_due_at_resume);
         if (due && evaluate(tr, 1) != 0) goto done;
     }
     const double t0 = train_now();
@@ -471,16 +477,17 @@ static int cmd_train(int argc, char **argv) {
         const int out_of_time = a.minutes > 0 && train_now() - t0 >= a.minutes * 60;
         stop = sig || out_of_time;
         saved = 0;
+        const int eval_due =
+            tr->nval > 0 && (tr->step % c->base.sample_every == 0 || tr->step == tr->total_steps || stop);
         if (tr->step % c->base.ckpt_every == 0 || tr->step == tr->total_steps || stop) {
-            if (save_checkpoint(tr, path, sizeof path) != 0) goto done;
+            if (save_checkpoint(tr, path, sizeof path, eval_due) != 0) goto done;
             saved = 1;
         }
-        if (tr->nval > 0 && (tr->step % c->base.sample_every == 0 || tr->step == tr->total_steps || stop))
-            if (evaluate(tr, 1) != 0) goto done;
+        if (eval_due && evaluate(tr, 1) != 0) goto done;
         if (sig) progress_note(&tr->prog, "%s: stopped by signal %d after step %ld", STAGE, sig, tr->step);
         else if (out_of_time) progress_note(&tr->prog, "%s: %.1f minutes of training done", STAGE, a.minutes);
     }
-    if (!saved && tr->step > 0 && save_checkpoint(tr, path, sizeof path) != 0) goto done;
+    if (!saved && tr->step > 0 && save_checkpoint(tr, path, sizeof path, 0) != 0) goto done;
     if (tr->step == 0) train_ckpt_latest(path, sizeof path, tr->ckpt_dir, STAGE);
     progress_note(&tr->prog, "%s: step %ld/%ld done\n  checkpoint: %s\n  samples:    %s/step_%08ld.png (.gif)\n"
                   "  metrics:    %s/metrics_step_%08ld.json and %s", STAGE, tr->step, tr->total_steps, path,
