@@ -225,6 +225,23 @@ def predict_fixtures(T=8, S=32, nf=4):
           "x": "png u8 / 127.5 - 1, RGB, repeated T times"})
 
 
+def smooth_clip(N, T, S):
+    """(smooth, y): low-resolution noise upsampled to (T, S, S), and Y = tanh of it with
+    a little fine noise, smooth-ish in (-1, 1)."""
+    low = torch.randn(N, 3, T // 2, S // 4, S // 4)
+    smooth = F.interpolate(low, size=(T, S, S), mode="trilinear", align_corners=False)
+    return smooth, torch.tanh(1.5 * smooth + 0.3 * torch.randn(N, 3, T, S, S))
+
+
+def report_grads(named):
+    """The first Adam step moves each weight by about lr * g / (|g| + eps): a gradient
+    within rounding of 0 can flip the sign of its update. Print the smallest ones."""
+    for who, gs in named:
+        a = torch.cat([g.abs().flatten() for g in gs])
+        print("    %s grads: min |g| %.3g, %d of %d below 1e-6, max |g| %.3g"
+              % (who, float(a.min()), int((a < 1e-6).sum()), a.numel(), float(a.max())))
+
+
 # ---------------------------------------------------------------------------
 # h) one whole Stage I step (common/stage1.c): D1 step, then G1 against the updated D1
 
@@ -234,10 +251,7 @@ def stage1_step_fixture(fname="stage1_step.safetensors", seed=21, N=2, T=8, S=32
     torch.manual_seed(seed)
     g1 = ref.init_random(ref.G1(T, S, S, ngf))
     d1 = ref.init_random(ref.D(T, S, S, ndf))
-    # Y smooth-ish in (-1, 1): low-resolution noise upsampled, a little fine noise, tanh
-    low = torch.randn(N, 3, T // 2, S // 4, S // 4)
-    y = torch.tanh(1.5 * F.interpolate(low, size=(T, S, S), mode="trilinear", align_corners=False)
-                   + 0.3 * torch.randn(N, 3, T, S, S))
+    _, y = smooth_clip(N, T, S)
     tensors = {"y": y}
     tensors.update(state_tensors(g1, "G1."))
     tensors.update(state_tensors(d1, "D1."))
@@ -277,16 +291,71 @@ def stage1_step_fixture(fname="stage1_step.safetensors", seed=21, N=2, T=8, S=32
     save(fname, tensors, {"N": str(N), "T": str(T), "H": str(S), "W": str(S), "ngf": str(ngf),
                           "ndf": str(ndf), "lambda_l1": repr(lambda_l1),
                           "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1 (G1 and D1)"})
-    # The first Adam step moves each weight by about lr * g / (|g| + eps): a gradient
-    # within rounding of 0 can flip the sign of its update. Report the smallest ones,
-    # and the smallest |Y1 - Y| (the L1 term's kink).
-    for who, gs in (("D1", grad_d), ("G1", grad_g)):
-        a = torch.cat([g.abs().flatten() for g in gs])
-        print("    %s grads: min |g| %.3g, %d of %d below 1e-6, max |g| %.3g"
-              % (who, float(a.min()), int((a < 1e-6).sum()), a.numel(), float(a.max())))
+    # the smallest gradients, and the smallest |Y1 - Y| (the L1 term's kink)
+    report_grads((("D1", grad_d), ("G1", grad_g)))
     print("    losses: d_real %.6f d_fake %.6f g_adv %.6f g_l1 %.6f; min |Y1-Y| %.3g"
           % (float(loss_d_real), float(loss_d_fake), float(loss_g_adv), float(loss_g_l1),
              float((y1 - y).abs().min())))
+
+
+# ---------------------------------------------------------------------------
+# i) one whole Stage II step (common/stage2.c): D2 step, then G2 against the updated D2
+
+
+def stage2_step_fixture(fname="stage2_step.safetensors", seed=31, N=2, T=8, S=32, ngf=4, ndf=4,
+                        lambda_l1=2.5, lambda_rank=0.7):
+    torch.manual_seed(seed)
+    g2 = ref.init_random(ref.G2(T, S, S, ngf))
+    d2 = ref.init_random(ref.D(T, S, S, ndf))
+    smooth, y = smooth_clip(N, T, S)
+    # Y1 as G1 would give it: the same scene, blurrier and less saturated
+    y1 = torch.tanh(1.1 * smooth + 0.1 * torch.randn(N, 3, T, S, S))
+    tensors = {"y": y, "y1": y1}
+    tensors.update(state_tensors(g2, "G2."))
+    tensors.update(state_tensors(d2, "D2."))
+    g2.train()
+    d2.train()
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
+    opt_g = torch.optim.Adam(g2.parameters(), **adam)
+    opt_d = torch.optim.Adam(d2.parameters(), **adam)
+    bce = F.binary_cross_entropy_with_logits
+
+    def judge(y2):  # D2 on Y, Y1, Y2 in this order: three train-mode calls
+        lr, f1r, f3r = d2(y)
+        _, f1a, f3a = d2(y1)
+        lb, f1b, f3b = d2(y2)
+        rank = ref.rank_loss(ref.gram_distance([f1b, f3b], [f1r, f3r]), ref.gram_distance([f1a, f3a], [f1r, f3r]))
+        return lr, lb, rank
+
+    y2 = g2(y1)
+    logit_r, logit_f, d_rank = judge(y2.detach())
+    loss_d_real = bce(logit_r, torch.ones_like(logit_r))
+    loss_d_fake = bce(logit_f, torch.zeros_like(logit_f))
+    opt_d.zero_grad()
+    (loss_d_real + loss_d_fake - lambda_rank * d_rank).backward()
+    grad_d = [p.grad.detach().clone() for p in d2.parameters()]
+    opt_d.step()
+    _, logit_g, g_rank = judge(y2)
+    loss_g_adv = bce(logit_g, torch.ones_like(logit_g))
+    loss_g_l1 = (y2 - y).abs().mean()
+    opt_g.zero_grad()
+    (loss_g_adv + lambda_l1 * loss_g_l1 + lambda_rank * g_rank).backward()
+    grad_g = [p.grad.detach().clone() for p in g2.parameters()]
+    opt_g.step()
+
+    tensors["y2"] = y2.detach()
+    for k, v in (("loss_d_real", loss_d_real), ("loss_d_fake", loss_d_fake), ("loss_d_rank", d_rank),
+                 ("loss_g_adv", loss_g_adv), ("loss_g_l1", loss_g_l1), ("loss_g_rank", g_rank)):
+        tensors[k] = v.detach().reshape(1)
+    tensors.update(state_tensors(g2, "new.G2."))
+    tensors.update(state_tensors(d2, "new.D2."))
+    save(fname, tensors, {"N": str(N), "T": str(T), "H": str(S), "W": str(S), "ngf": str(ngf),
+                          "ndf": str(ndf), "lambda_l1": repr(lambda_l1), "lambda_rank": repr(lambda_rank),
+                          "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1 (G2 and D2)"})
+    report_grads((("D2", grad_d), ("G2", grad_g)))
+    print("    losses: d_real %.6f d_fake %.6f d_rank %.6f g_adv %.6f g_l1 %.6f g_rank %.6f"
+          % (float(loss_d_real), float(loss_d_fake), float(d_rank), float(loss_g_adv), float(loss_g_l1),
+             float(g_rank)))
 
 
 def main():
@@ -309,6 +378,7 @@ def main():
     step_fixture("d_step.safetensors", "d", 13)
     predict_fixtures()
     stage1_step_fixture()
+    stage2_step_fixture()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print("total %d bytes in %s" % (total, OUT))
 

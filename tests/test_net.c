@@ -1,7 +1,7 @@
 // G1, G2, D: level rule, state_dict names, a whole training step against PyTorch
 // (tests/fixtures/{g1,g2,d}_step.safetensors), finite differences through a whole
 // network, and checkpoints (round trip, wrong shape).
-#include "testutil.h"
+#include "teststep.h"
 
 #include "mdgan/ckpt.h"
 #include "mdgan/net.h"
@@ -64,19 +64,13 @@ static void test_reference_names(void **state) {
 
 // ---- one training step against PyTorch ----
 
-static int meta_i(const StFile *f, const char *k) {
-    const char *v = st_meta_get(f, k);
-    if (!v) fail_msg("fixture %s: no metadata %s", f->path, k);
-    return atoi(v);
-}
-
 static void step_fixture(const char *file, NetKind kind) {
     StFile f;
     fixture_open(&f, file);
-    const int N = meta_i(&f, "N"), T = meta_i(&f, "T"), H = meta_i(&f, "H"), W = meta_i(&f, "W");
+    const int N = fixture_meta_i(&f, "N"), T = fixture_meta_i(&f, "T"), H = fixture_meta_i(&f, "H"), W = fixture_meta_i(&f, "W");
     Net net;
     Acts a;
-    assert_int_equal(net_init(&net, kind, T, H, W, meta_i(&f, "nf"), NULL), 0);
+    assert_int_equal(net_init(&net, kind, T, H, W, fixture_meta_i(&f, "nf"), NULL), 0);
     // every state_dict entry comes from the fixture under its own name
     for (int k = 0; k < net.ntable; k++) {
         const NetTensor *t = &net.table[k];

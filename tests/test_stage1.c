@@ -1,7 +1,7 @@
 // Stage I: one whole training step (D1 step, then G1 against the updated D1) against
 // PyTorch (tests/fixtures/stage1_step.safetensors, written by tests/make_fixtures.py),
 // and the shapes stage1_init refuses.
-#include "testutil.h"
+#include "teststep.h"
 
 #include "mdgan/stage1.h"
 
@@ -9,57 +9,26 @@
 // single-network step tests in test_net.c.
 #define TOL 1e-4
 
-static int meta_i(const StFile *f, const char *k) {
-    const char *v = st_meta_get(f, k);
-    if (!v) fail_msg("fixture %s: no metadata %s", f->path, k);
-    return atoi(v);
-}
-
 // The two nets of a Stage1, as (fixture prefix, Net member).
 #define STAGE1_NETS(X) X("G1", g) X("D1", d)
 // The losses, as (fixture name, Stage1Losses member).
 #define STAGE1_LOSSES(X) X("loss_d_real", d_real) X("loss_d_fake", d_fake) \
     X("loss_g_adv", g_adv) X("loss_g_l1", g_l1)
 
-// Every state_dict entry of net from the fixture as "<prefix>.<name>".
-static void load_net(const StFile *f, Net *net, const char *prefix) {
-    for (int k = 0; k < net->ntable; k++) {
-        const NetTensor *t = &net->table[k];
-        char name[96];
-        snprintf(name, sizeof name, "%s.%s", prefix, t->name);
-        if (st_read_f32(f, name, net_tensor_data(net, t), t->ndim, t->shape) != 0) fail_msg("%s", mdgan_errmsg());
-    }
-}
-
-// Every state entry (weights, BN affine, running statistics) against "new.<prefix>.<name>".
-// After one Adam step a weight has moved by about lr * sign(g), so these mostly check
-// the sign and the bias-corrected step; a gradient within rounding of 0 could flip it
-// (the fixture writer prints the smallest |g|: 3.6e-7 for G1, 1.8e-6 for D1).
-static void compare_net(const StFile *f, const Net *net, const char *prefix) {
-    for (int k = 0; k < net->ntable; k++) {
-        const NetTensor *t = &net->table[k];
-        char name[96];
-        snprintf(name, sizeof name, "new.%s.%s", prefix, t->name);
-        float *ref = fixture_f32(f, name, t->numel);
-        expect_close(name, net_tensor_data(net, t), ref, t->numel, TOL);
-        free(ref);
-    }
-}
-
 static void test_pytorch_stage1_step(void **state) {
     (void)state;
     StFile f;
     fixture_open(&f, "stage1_step.safetensors");
-    const int N = meta_i(&f, "N"), T = meta_i(&f, "T"), H = meta_i(&f, "H"), W = meta_i(&f, "W");
-    const char *lam = st_meta_get(&f, "lambda_l1");
-    if (!lam) fail_msg("fixture %s: no metadata lambda_l1", f.path);
-    const float lambda_l1 = strtof(lam, NULL);
+    const int N = fixture_meta_i(&f, "N"), T = fixture_meta_i(&f, "T");
+    const int H = fixture_meta_i(&f, "H"), W = fixture_meta_i(&f, "W");
+    const float lambda_l1 = fixture_meta_f(&f, "lambda_l1");
     assert_true(lambda_l1 != 1.0f); // the fixture must exercise the weight
     Stage1 s;
     AdamConfig opt = ADAM_DEFAULTS;
-    if (stage1_init(&s, N, T, H, W, meta_i(&f, "ngf"), meta_i(&f, "ndf"), lambda_l1, &opt, &opt, NULL) != 0)
+    if (stage1_init(&s, N, T, H, W, fixture_meta_i(&f, "ngf"), fixture_meta_i(&f, "ndf"), lambda_l1, &opt, &opt,
+                    NULL) != 0)
         fail_msg("%s", mdgan_errmsg());
-#define LOAD(PREFIX, MEMBER) load_net(&f, &s.MEMBER, PREFIX);
+#define LOAD(PREFIX, MEMBER) fixture_load_net(&f, &s.MEMBER, PREFIX);
     STAGE1_NETS(LOAD)
 #undef LOAD
     const size_t ny = (size_t)N * 3 * T * H * W;
@@ -73,16 +42,11 @@ static void test_pytorch_stage1_step(void **state) {
     assert_int_equal(acts_output_numel(&s.ag), ny);
     expect_close("y1", acts_output(&s.ag), y1, ny, TOL);
     free(y1);
-#define CMP_LOSS(NAME, MEMBER) { \
-        float *ref = fixture_f32(&f, NAME, 1); \
-        double e = fabs((double)losses.MEMBER - ref[0]) / fabs((double)ref[0]); \
-        printf("    %-40s %.7f vs %.7f rel err %.3e (tol %.0e)\n", NAME, losses.MEMBER, ref[0], e, TOL); \
-        if (!(e <= TOL)) fail_msg("%s: %.7f, PyTorch %.7f", NAME, losses.MEMBER, ref[0]); \
-        free(ref); }
+#define CMP_LOSS(NAME, MEMBER) fixture_compare_loss(&f, NAME, losses.MEMBER, TOL);
     STAGE1_LOSSES(CMP_LOSS)
 #undef CMP_LOSS
 
-#define CMP_NET(PREFIX, MEMBER) compare_net(&f, &s.MEMBER, PREFIX);
+#define CMP_NET(PREFIX, MEMBER) fixture_compare_net(&f, &s.MEMBER, PREFIX, TOL);
     STAGE1_NETS(CMP_NET)
 #undef CMP_NET
     // one Adam step each; D1 ran three training-mode forwards (Y, Y1 for its own step,
