@@ -233,6 +233,14 @@ def smooth_clip(N, T, S):
     return smooth, torch.tanh(1.5 * smooth + 0.3 * torch.randn(N, 3, T, S, S))
 
 
+def train_mode_adam(g, d):
+    """Both nets in train mode; their Adam optimizers with the defaults of DESIGN.md."""
+    adam = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
+    g.train()
+    d.train()
+    return torch.optim.Adam(g.parameters(), **adam), torch.optim.Adam(d.parameters(), **adam)
+
+
 def report_grads(named):
     """The first Adam step moves each weight by about lr * g / (|g| + eps): a gradient
     within rounding of 0 can flip the sign of its update. Print the smallest ones."""
@@ -255,11 +263,7 @@ def stage1_step_fixture(fname="stage1_step.safetensors", seed=21, N=2, T=8, S=32
     tensors = {"y": y}
     tensors.update(state_tensors(g1, "G1."))
     tensors.update(state_tensors(d1, "D1."))
-    g1.train()
-    d1.train()
-    adam = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
-    opt_g = torch.optim.Adam(g1.parameters(), **adam)
-    opt_d = torch.optim.Adam(d1.parameters(), **adam)
+    opt_g, opt_d = train_mode_adam(g1, d1)
     bce = F.binary_cross_entropy_with_logits
 
     x = y[:, :, :1].expand(N, 3, T, S, S).contiguous()
@@ -313,11 +317,7 @@ def stage2_step_fixture(fname="stage2_step.safetensors", seed=31, N=2, T=8, S=32
     tensors = {"y": y, "y1": y1}
     tensors.update(state_tensors(g2, "G2."))
     tensors.update(state_tensors(d2, "D2."))
-    g2.train()
-    d2.train()
-    adam = dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
-    opt_g = torch.optim.Adam(g2.parameters(), **adam)
-    opt_d = torch.optim.Adam(d2.parameters(), **adam)
+    opt_g, opt_d = train_mode_adam(g2, d2)
     bce = F.binary_cross_entropy_with_logits
 
     def judge(y2):  # D2 on Y, Y1, Y2 in this order: three train-mode calls
