@@ -434,10 +434,9 @@ static int cmd_train(int argc, char **argv) {
                              &tr->last.g_l1) != 4)
             memset(&tr->last, 0, sizeof tr->last);
         fprintf(stderr, "%s: resumed from %s at step %ld\n", STAGE, ckpath, step);
-        rc = MDGAN_EXIT_RUNTIME;
-        if (train_log_truncate(tr->metrics_path, step, &logged) != 0) goto done;
         st_close(&ck);
         rc = MDGAN_EXIT_RUNTIME;
+        if (train_log_truncate(tr->metrics_path, step, &logged) != 0) goto done;
     }
     tr->batch = malloc((size_t)N * 3 * T * S * S * sizeof(float));
     order = malloc((size_t)tr->ntrain * sizeof(int));
