@@ -41,7 +41,8 @@ static void usage(FILE *out) {
             "    samples/metrics_step_N.json, and metrics.jsonl (one line per evaluation)\n"
             "  --resume CKPT|DIR  continue exactly from a checkpoint (or the newest that verifies\n"
             "                     in a run folder); without --config the checkpoint's own config is\n"
-            "                     used. Only epochs, ckpt_every, sample_every and keep may change.\n"
+            "                     used. Only epochs, ckpt_every, sample_every, keep and\n"
+            "                     run.threads may change (results do not depend on threads).\n"
             "  --steps N          stop after N steps in all (default: [base] epochs)\n"
             "  --minutes M        stop after M minutes of training, with a checkpoint\n"
             "  --log-every N      progress line every N steps when stderr is not a terminal (10)\n"
@@ -86,11 +87,14 @@ typedef struct {
 } Trainer;
 
 // Keys that may differ between a checkpoint's config and the resumed run's: they change
-// how long and how often, never what is computed.
-static int key_may_change(const char *line) {
-    static const char *const keys[] = {"epochs =", "ckpt_every =", "sample_every =", "keep ="};
+// how long, how often or how fast, never what is computed (every kernel splits its work
+// by shape, never by thread count, so the bits do not depend on run.threads).
+static int key_may_change(const char *section, const char *line) {
+    static const char *const keys[][2] = {{"[base]", "epochs ="}, {"[base]", "ckpt_every ="},
+                                          {"[base]", "sample_every ="}, {"[base]", "keep ="},
+                                          {"[run]", "threads ="}};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-        if (!strncmp(line, keys[k], strlen(keys[k]))) return 1;
+        if (!strcmp(section, keys[k][0]) && !strncmp(line, keys[k][1], strlen(keys[k][1]))) return 1;
     return 0;
 }
 
@@ -102,7 +106,7 @@ static int config_compatible(const char *stored, const char *now, const char *ck
         size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
         if (*a == '[') snprintf(section, sizeof section, "%.*s", (int)la, a);
         int same = la == lb && !strncmp(a, b, la);
-        if (!same && !(!strcmp(section, "[base]") && key_may_change(a) && key_may_change(b))) {
+        if (!same && !(key_may_change(section, a) && key_may_change(section, b))) {
             MDGAN_ERR("%s was trained with '%s %.*s' but this run has '%.*s': resume with the same config "
                       "(or without --config to use the checkpoint's)", ckpt, section, (int)la, a, (int)lb, b);
             return -1;

@@ -180,6 +180,23 @@ static void test_kill_and_resume_is_exact(void **state) {
     free(la), free(lb);
 }
 
+// The bits do not depend on the thread count: 5 steps on 1 thread, resumed on 3 threads
+// to step 10, end where 10 steps on 2 threads do.
+static void test_resume_on_other_threads(void **state) {
+    (void)state;
+    int rc = train("threads_ref", "--steps 10 --set base.sample_every=100");
+    if (rc != 0) fail_msg("train exited %d:\n%s", rc, out);
+    rc = train("threads", "--steps 5 --set base.sample_every=100 --set run.threads=1");
+    if (rc != 0) fail_msg("train exited %d:\n%s", rc, out);
+    rc = run_cmd(out, sizeof out, "%s/mdgan-base train --resume %s/threads --set run.threads=3 --steps 10", bin_dir(),
+                 tmp);
+    if (rc != 0) fail_msg("resume on 3 threads exited %d:\n%s", rc, out);
+    char a[1200], b[1200];
+    snprintf(a, sizeof a, "%s/threads_ref/checkpoints/base_step_00000010.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/threads/checkpoints/base_step_00000010.safetensors", tmp);
+    expect_same_checkpoint(a, b);
+}
+
 // The metrics log on resume: later steps and a cut-short last line go, the rest stays.
 static void test_log_truncate(void **state) {
     (void)state;
@@ -372,6 +389,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trains_and_writes_outputs),
         cmocka_unit_test(test_kill_and_resume_is_exact),
+        cmocka_unit_test(test_resume_on_other_threads),
         cmocka_unit_test(test_log_truncate),
         cmocka_unit_test(test_sigterm_stops_with_checkpoint),
         cmocka_unit_test(test_resume_skips_damaged_checkpoint),
