@@ -100,7 +100,12 @@ static inline void valid_range(int *lo, int *hi, int out, int in, int stride, in
 // depend on the shape only, never on the thread count, so every output element sums
 // its terms in the same order with any number of threads.
 
-enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16 };
+// TILE_FLOATS: a tile's target size (256 KiB, about half an L2). MIN_COLS: columns a
+// tile keeps even when that makes it larger, so that deep layers (huge C*kvol, a few
+// output positions) do not re-pack W for a handful of columns. K_BLOCK: rows of W
+// (output channels) one column-gather item computes, so that a few wide tiles still
+// make several items.
+enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 64, K_BLOCK = 64 };
 
 static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
 
@@ -111,9 +116,16 @@ static size_t tile_lines(const ConvShape *s, size_t rows) {
     return lines < lines_total(s) ? lines : lines_total(s);
 }
 
+// Lines per column-gather tile: cache-sized, but MIN_COLS columns at least.
+static size_t gather_lines(const ConvShape *s) {
+    size_t lines = tile_lines(s, (size_t)s->C * kvol(s)), least = (MIN_COLS + s->oW - 1) / s->oW;
+    if (least > lines_total(s)) least = lines_total(s);
+    return lines > least ? lines : least;
+}
+
 static size_t tile_floats(const ConvShape *s) {
-    size_t line = (size_t)s->C * kvol(s) * s->oW; // one output line of all rows
-    return line > TILE_FLOATS ? line : TILE_FLOATS;
+    size_t widest = (size_t)s->C * kvol(s) * gather_lines(s) * s->oW; // every other tile is smaller
+    return widest > TILE_FLOATS ? widest : TILE_FLOATS;
 }
 
 size_t conv_workspace_floats(const ConvShape *s) { return CONV_MAX_THREADS * tile_floats(s); }
@@ -202,21 +214,26 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
 
 // ---- the three kinds of work ----
 
-// Column gather: out_n[:, tile] (K, L) = W (K, Ck) vol2col(vol_n)[:, tile], + beta * out.
-// Items (sample, tile) write disjoint columns.
+// Column gather: out_n[k-block, tile] = W[k-block, :] vol2col(vol_n)[:, tile], + beta * out.
+// Items (sample, tile, block of output channels) write disjoint parts of out; an item
+// builds its own tile (for deep layers, where blocks exist, vol2col costs 1/K_BLOCK of
+// the sgemm).
 static void gather_columns(float *out, float beta, const float *vol, const float *w, const ConvShape *s, float *ws) {
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    const size_t lines = tile_lines(s, (size_t)Ck), tiles = (lines_total(s) + lines - 1) / lines;
-    const long items = (long)s->N * (long)tiles;
+    const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
+    const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
+    const long items = (long)s->N * (long)tiles * kblocks;
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
-        int n = (int)(i / (long)tiles);
-        size_t q0 = (size_t)(i % (long)tiles) * lines, q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+        const int n = (int)(i / ((long)tiles * kblocks)), k0 = (int)(i % kblocks) * kb;
+        const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
+        size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines;
+        size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
         int cols = (int)((q1 - q0) * s->oW);
         vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->K, cols, Ck, 1.0f, w, Ck, col, cols, beta,
-                    out + (size_t)n * s->K * L + q0 * s->oW, L);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k1 - k0, cols, Ck, 1.0f, w + (size_t)k0 * Ck, Ck, col,
+                    cols, beta, out + ((size_t)n * s->K + k0) * L + q0 * s->oW, L);
     }
 }
 
