@@ -116,6 +116,11 @@ static size_t tile_lines(const ConvShape *s, size_t rows) {
     return lines < lines_total(s) ? lines : lines_total(s);
 }
 
+// End of the tile of `lines` lines that starts at line q0 (the last tile may be short).
+static size_t tile_end(const ConvShape *s, size_t q0, size_t lines) {
+    return q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+}
+
 // Lines per column-gather tile: cache-sized, but MIN_COLS columns at least.
 static size_t gather_lines(const ConvShape *s) {
     size_t lines = tile_lines(s, (size_t)s->C * kvol(s)), least = (MIN_COLS + s->oW - 1) / s->oW;
@@ -228,8 +233,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
         const int n = (int)(i / ((long)tiles * kblocks)), k0 = (int)(i % kblocks) * kb;
         const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
-        size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines;
-        size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+        const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
         int cols = (int)((q1 - q0) * s->oW);
         vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k1 - k0, cols, Ck, 1.0f, w + (size_t)k0 * Ck, Ck, col,
@@ -250,7 +254,7 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
         int r0 = g * group, r1 = r0 + group < Ck ? r0 + group : Ck;
         for (int n = 0; n < s->N; n++)
             for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
-                size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+                size_t q1 = tile_end(s, q0, lines);
                 int cols = (int)((q1 - q0) * s->oW);
                 vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, r1 - r0, cols, 1.0f,
@@ -275,7 +279,7 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
         int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
         for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
-            size_t q1 = q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
+            size_t q1 = tile_end(s, q0, lines);
             int cols = (int)((q1 - q0) * s->oW);
             // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (c1 - c0) * kv, cols, s->K, 1.0f,
