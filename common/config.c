@@ -25,6 +25,7 @@
 #include <ini.h>
 
 #include "mdgan/error.h"
+#include "mdgan/loss.h"
 
 // ---------------------------------------------------------------------------
 // The table
@@ -468,6 +469,13 @@ int config_validate(const Config *c) {
             MDGAN_ERR("%s must not be empty", nonempty[i].what);
             return -1;
         }
+    RankForm form;
+    if (rank_form_parse(c->refine.rank_form, &form) != 0) {
+        char vs[100];
+        shown(vs, sizeof vs, c->refine.rank_form, 40);
+        MDGAN_ERR("refine.rank_form = '%s' is not a ranking-loss form: expected paper or bounded", vs);
+        return -1;
+    }
     // The run name becomes a folder name under run.dir.
     if (strchr(c->run.name, '/') || !strcmp(c->run.name, ".") || !strcmp(c->run.name, "..")) {
         MDGAN_ERR("run.name = '%s' must be a plain name (no '/', not . or ..)", c->run.name);

@@ -9,6 +9,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "mdgan/error.h"
+
 // softplus(z) = log(1 + e^z) without overflow
 static double softplus(double z) { return (z > 0 ? z : 0) + log1p(exp(-fabs(z))); }
 
@@ -177,8 +179,20 @@ size_t rank_loss_workspace_floats(const RankShape *s) {
     return 3 * (m0 * m0 + m1 * m1) + mx * mx;
 }
 
+int rank_form_parse(const char *name, RankForm *form) {
+    if (!strcmp(name, "paper")) *form = RANK_PAPER;
+    else if (!strcmp(name, "bounded")) *form = RANK_BOUNDED;
+    else {
+        MDGAN_ERR("unknown ranking-loss form '%s': expected paper or bounded", name);
+        return -1;
+    }
+    return 0;
+}
+
+const char *rank_form_name(RankForm form) { return form == RANK_BOUNDED ? "bounded" : "paper"; }
+
 float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3],
-                         const RankShape *s, float scale, float *ws) {
+                         const RankShape *s, RankForm form, float scale, float *ws) {
     // Workspace: G[l][k] = Gram of sample n of feature k in layer l, then dG.
     float *G[2][3];
     float *p = ws;
@@ -195,38 +209,55 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
 
     double loss = 0;
     for (int n = 0; n < s->N; n++) {
-        // d1 = d(Y1, Y), d2 = d(Y2, Y), summed over the two layers
-        float d1 = 0, d2 = 0;
-        for (int l = 0; l < 2; l++) {
-            int M = (int)rank_M(s, l);
-            size_t S = rank_S(s, l), off = (size_t)n * M * S;
-            for (int k = 0; k < 3; k++) gram_forward(G[l][k], feat[l][k] + off, 1, M, S);
-            float a, b;
-            gram_l1_distance(&a, G[l][1], G[l][0], 1, M);
-            gram_l1_distance(&b, G[l][2], G[l][0], 1, M);
-            d1 += a;
-            d2 += b;
-        }
-        if (dist) {
-            dist[n] = d1;
-            dist[s->N + n] = d2;
-        }
-        loss += softplus((double)d2 - (double)d1);
-        if (!want_grad) continue;
-
-        // dL/dd2 = g, dL/dd1 = -g (one sample's share of the mean)
-        const float g2 = (float)((double)scale * sigmoid((double)d2 - (double)d1) / s->N), g1 = -g2;
+        // Per layer: a = |g(Y1) - g(Y)|_1, b = |g(Y2) - g(Y)|_1, and the divisor den
+        // (1 for the paper form, |g(Y)|_1 + eps for the bounded one);
+        // d1 = d(Y1, Y) = sum_l a_l / den_l, d2 = d(Y2, Y) = sum_l b_l / den_l.
+        double a[2], b[2], den[2], d1 = 0, d2 = 0;
         for (int l = 0; l < 2; l++) {
             int M = (int)rank_M(s, l);
             size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
+            for (int k = 0; k < 3; k++) gram_forward(G[l][k], feat[l][k] + off, 1, M, S);
+            float fa, fb;
+            gram_l1_distance(&fa, G[l][1], G[l][0], 1, M);
+            gram_l1_distance(&fb, G[l][2], G[l][0], 1, M);
+            a[l] = fa, b[l] = fb, den[l] = 1;
+            if (form == RANK_BOUNDED) {
+                double norm = 0;
+                for (size_t i = 0; i < MM; i++) norm += fabs((double)G[l][0][i]);
+                den[l] = norm + RANK_BOUNDED_EPS;
+            }
+            d1 += a[l] / den[l];
+            d2 += b[l] / den[l];
+        }
+        if (dist) {
+            dist[n] = (float)d1;
+            dist[s->N + n] = (float)d2;
+        }
+        loss += softplus(d2 - d1);
+        if (!want_grad) continue;
+
+        // dL/dd2 = g2, dL/dd1 = g1 = -g2 (one sample's share of the mean)
+        const double g2 = (double)scale * sigmoid(d2 - d1) / s->N, g1 = -g2;
+        for (int l = 0; l < 2; l++) {
+            int M = (int)rank_M(s, l);
+            size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
+            // d_l(A, Y) = |g(A) - g(Y)|_1 / den_l: dd/dg(A) = sign(g(A) - g(Y)) / den_l
+            const float c1 = (float)(g1 / den[l]), c2 = (float)(g2 / den[l]);
             for (int k = 0; k < 3; k++) {
                 if (!dfeat[l][k]) continue;
                 memset(dG, 0, MM * sizeof(float));
                 if (k == 0) {  // Y appears in both distances, as the second argument
-                    gram_l1_distance_backward(NULL, dG, &g1, G[l][1], G[l][0], 1, M);
-                    gram_l1_distance_backward(NULL, dG, &g2, G[l][2], G[l][0], 1, M);
+                    gram_l1_distance_backward(NULL, dG, &c1, G[l][1], G[l][0], 1, M);
+                    gram_l1_distance_backward(NULL, dG, &c2, G[l][2], G[l][0], 1, M);
+                    if (form == RANK_BOUNDED) {
+                        // and in the divisor: d/dg(Y) of (g1 a + g2 b) / den
+                        //   = -(g1 a + g2 b) / den^2 * sign(g(Y)), sign(0) = 0
+                        const float cy = (float)(-(g1 * a[l] + g2 * b[l]) / (den[l] * den[l]));
+                        const float *gy = G[l][0];
+                        for (size_t i = 0; i < MM; i++) dG[i] += gy[i] > 0 ? cy : gy[i] < 0 ? -cy : 0.0f;
+                    }
                 } else {
-                    gram_l1_distance_backward(dG, NULL, k == 1 ? &g1 : &g2, G[l][k], G[l][0], 1, M);
+                    gram_l1_distance_backward(dG, NULL, k == 1 ? &c1 : &c2, G[l][k], G[l][0], 1, M);
                 }
                 gram_backward(dfeat[l][k] + off, dG, feat[l][k] + off, 1, M, S);
             }

@@ -8,10 +8,15 @@
 enum { Y_REAL, Y_BASE, Y_REFINED }; // D2's three inputs: Y, Y1, Y2
 
 int stage2_init(Stage2 *s, int N, int T, int H, int W, int ngf, int ndf, float lambda_l1, float lambda_rank,
-                const AdamConfig *opt_g, const AdamConfig *opt_d, Rng *rng) {
+                RankForm rank_form, const AdamConfig *opt_g, const AdamConfig *opt_d, Rng *rng) {
     memset(s, 0, sizeof *s);
+    if (rank_form != RANK_PAPER && rank_form != RANK_BOUNDED) {
+        MDGAN_ERR("Stage II: ranking-loss form %d is neither RANK_PAPER nor RANK_BOUNDED", (int)rank_form);
+        return -1;
+    }
     s->N = N, s->T = T, s->H = H, s->W = W;
-    s->lambda_l1 = lambda_l1, s->lambda_rank = lambda_rank, s->opt_g = *opt_g, s->opt_d = *opt_d;
+    s->lambda_l1 = lambda_l1, s->lambda_rank = lambda_rank, s->rank_form = rank_form;
+    s->opt_g = *opt_g, s->opt_d = *opt_d;
     if (net_init(&s->g, NET_G2, T, H, W, ngf, rng) != 0 || net_init(&s->d, NET_D, T, H, W, ndf, rng) != 0 ||
         acts_init(&s->ag, &s->g, N) != 0 || acts_init(&s->ainf, &s->g, 1) != 0) {
         stage2_free(s);
@@ -87,7 +92,7 @@ void stage2_step(Stage2 *s, const float *y, const float *y1, Stage2Losses *out) 
     out->d_real = bce_logits_forward(acts_output(&s->ad[Y_REAL]), 1.0f, N);
     out->d_fake = bce_logits_forward(acts_output(&s->ad[Y_REFINED]), 0.0f, N);
     zero_feature_grads(s);
-    out->d_rank = rank_loss_features(s->dfeat, NULL, feat, &s->rank, -s->lambda_rank, s->rank_ws);
+    out->d_rank = rank_loss_features(s->dfeat, NULL, feat, &s->rank, s->rank_form, -s->lambda_rank, s->rank_ws);
     for (int k = 0; k < 3; k++) memset(s->dlogit[k], 0, (size_t)N * sizeof(float));
     bce_logits_backward(s->dlogit[Y_REAL], acts_output(&s->ad[Y_REAL]), 1.0f, N, 1.0f);
     bce_logits_backward(s->dlogit[Y_REFINED], acts_output(&s->ad[Y_REFINED]), 0.0f, N, 1.0f);
@@ -102,7 +107,8 @@ void stage2_step(Stage2 *s, const float *y, const float *y1, Stage2Losses *out) 
     out->g_l1 = l1_forward(y2, y, n);
     float *dfeat_y2_only[2][3] = {{NULL, NULL, s->dfeat[0][Y_REFINED]}, {NULL, NULL, s->dfeat[1][Y_REFINED]}};
     zero_feature_grads(s);
-    out->g_rank = rank_loss_features(dfeat_y2_only, NULL, feat, &s->rank, s->lambda_rank, s->rank_ws);
+    out->g_rank = rank_loss_features(dfeat_y2_only, NULL, feat, &s->rank, s->rank_form, s->lambda_rank,
+                                    s->rank_ws);
     memset(s->dlogit[Y_REFINED], 0, (size_t)N * sizeof(float));
     bce_logits_backward(s->dlogit[Y_REFINED], acts_output(&s->ad[Y_REFINED]), 1.0f, N, 1.0f);
     memset(s->dy2, 0, n * sizeof(float));

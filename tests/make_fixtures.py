@@ -112,7 +112,8 @@ def bn_fixtures():
 # e) Gram matrices and the ranking loss
 
 
-def gram_rank_fixture():
+def gram_rank_fixture(fname="gram_rank.safetensors", form="paper"):
+    """The same inputs (seed 4) for either form of the distance."""
     torch.manual_seed(4)
     # Y1 and Y2 are Y plus noise of different sizes, scaled so that d(Y1,Y) and
     # d(Y2,Y) are of order 1 and differ (softplus in its curved part).
@@ -124,8 +125,8 @@ def gram_rank_fixture():
         feats[layer + "_y2"] = y + 0.6 * scale * torch.randn(*shape)
     leaves = {k: v.clone().requires_grad_() for k, v in feats.items()}
     fy = [leaves["feat1_y"], leaves["feat3_y"]]
-    d_y1 = ref.gram_distance([leaves["feat1_y1"], leaves["feat3_y1"]], fy)
-    d_y2 = ref.gram_distance([leaves["feat1_y2"], leaves["feat3_y2"]], fy)
+    d_y1 = ref.gram_distance([leaves["feat1_y1"], leaves["feat3_y1"]], fy, form)
+    d_y2 = ref.gram_distance([leaves["feat1_y2"], leaves["feat3_y2"]], fy, form)
     loss = ref.rank_loss(d_y2, d_y1)
     names = list(leaves)
     grads = torch.autograd.grad(loss, [leaves[k] for k in names])
@@ -134,6 +135,9 @@ def gram_rank_fixture():
     gap = min(float((ref.gram(leaves[a + s]) - ref.gram(leaves[a + "_y"])).abs().min()
                     / ref.gram(leaves[a + "_y"]).abs().max())
               for a in ("feat1", "feat3") for s in ("_y1", "_y2"))
+    if form == "bounded":  # the divisor |g(Y)|_1 has kinks at g(Y)_ij = 0
+        gap = min([gap] + [float(ref.gram(leaves[a + "_y"]).abs().min() / ref.gram(leaves[a + "_y"]).abs().max())
+                           for a in ("feat1", "feat3")])
     tensors = dict(feats)
     tensors["gram1_y"] = ref.gram(feats["feat1_y"])
     tensors["d_y2"] = d_y2
@@ -141,11 +145,14 @@ def gram_rank_fixture():
     tensors["loss"] = loss.reshape(1)
     for k, g in zip(names, grads):
         tensors["d" + k] = g
-    save("gram_rank.safetensors", tensors,
-         {"reduction": "loss = mean_n softplus(d_y2[n] - d_y1[n])",
-          "gram": "g = x x^T / (M*S), M = C*T, S = H*W"})
-    print("    d_y1 %s d_y2 %s loss %.6f, smallest |gram diff| / max|gram| %.3g"
-          % (d_y1.detach().numpy(), d_y2.detach().numpy(), float(loss), gap))
+    meta = {"reduction": "loss = mean_n softplus(d_y2[n] - d_y1[n])",
+            "gram": "g = x x^T / (M*S), M = C*T, S = H*W"}
+    if form != "paper":  # the paper fixture stays as it was, byte for byte
+        meta["form"] = form
+        meta["distance"] = "d = sum_l |g_l(A) - g_l(Y)|_1 / (|g_l(Y)|_1 + 1e-12)"
+    save(fname, tensors, meta)
+    print("    %s: d_y1 %s d_y2 %s loss %.6f, smallest distance to a kink / max|gram| %.3g"
+          % (form, d_y1.detach().numpy(), d_y2.detach().numpy(), float(loss), gap))
 
 
 # ---------------------------------------------------------------------------
@@ -306,8 +313,9 @@ def stage1_step_fixture(fname="stage1_step.safetensors", seed=21, N=2, T=8, S=32
 # i) one whole Stage II step (common/stage2.c): D2 step, then G2 against the updated D2
 
 
-def stage2_step_fixture(fname="stage2_step.safetensors", seed=31, N=2, T=8, S=32, ngf=4, ndf=4,
+def stage2_step_fixture(fname="stage2_step.safetensors", form="paper", seed=31, N=2, T=8, S=32, ngf=4, ndf=4,
                         lambda_l1=2.5, lambda_rank=0.7):
+    """The same nets and clips (seed) for either form of the ranking distance."""
     torch.manual_seed(seed)
     g2 = ref.init_random(ref.G2(T, S, S, ngf))
     d2 = ref.init_random(ref.D(T, S, S, ndf))
@@ -324,7 +332,8 @@ def stage2_step_fixture(fname="stage2_step.safetensors", seed=31, N=2, T=8, S=32
         lr, f1r, f3r = d2(y)
         _, f1a, f3a = d2(y1)
         lb, f1b, f3b = d2(y2)
-        rank = ref.rank_loss(ref.gram_distance([f1b, f3b], [f1r, f3r]), ref.gram_distance([f1a, f3a], [f1r, f3r]))
+        rank = ref.rank_loss(ref.gram_distance([f1b, f3b], [f1r, f3r], form),
+                             ref.gram_distance([f1a, f3a], [f1r, f3r], form))
         return lr, lb, rank
 
     y2 = g2(y1)
@@ -349,13 +358,108 @@ def stage2_step_fixture(fname="stage2_step.safetensors", seed=31, N=2, T=8, S=32
         tensors[k] = v.detach().reshape(1)
     tensors.update(state_tensors(g2, "new.G2."))
     tensors.update(state_tensors(d2, "new.D2."))
-    save(fname, tensors, {"N": str(N), "T": str(T), "H": str(S), "W": str(S), "ngf": str(ngf),
-                          "ndf": str(ndf), "lambda_l1": repr(lambda_l1), "lambda_rank": repr(lambda_rank),
-                          "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1 (G2 and D2)"})
+    meta = {"N": str(N), "T": str(T), "H": str(S), "W": str(S), "ngf": str(ngf),
+            "ndf": str(ndf), "lambda_l1": repr(lambda_l1), "lambda_rank": repr(lambda_rank),
+            "adam": "lr=2e-4 betas=0.5,0.999 eps=1e-8 step=1 (G2 and D2)"}
+    if form != "paper":  # the paper fixture stays as it was, byte for byte
+        meta["rank_form"] = form
+    save(fname, tensors, meta)
     report_grads((("D2", grad_d), ("G2", grad_g)))
-    print("    losses: d_real %.6f d_fake %.6f d_rank %.6f g_adv %.6f g_l1 %.6f g_rank %.6f"
-          % (float(loss_d_real), float(loss_d_fake), float(d_rank), float(loss_g_adv), float(loss_g_l1),
+    print("    %s losses: d_real %.6f d_fake %.6f d_rank %.6f g_adv %.6f g_l1 %.6f g_rank %.6f"
+          % (form, float(loss_d_real), float(loss_d_fake), float(d_rank), float(loss_g_adv), float(loss_g_l1),
              float(g_rank)))
+
+
+# ---------------------------------------------------------------------------
+# j) mdgan-refine infer: G2 under bare keys (and the same weights as an mdgan
+#    checkpoint), a folder of input clips, PyTorch's refined clips
+
+
+REFINE_CLIPS = (  # (video, clip, frame names in natural order, format)
+    ("vid_a", "clip_1", ["frame_%05d.png" % i for i in range(8)], "png"),        # one window
+    ("vid_a", "clip_2", ["frame_%05d.png" % i for i in range(10)], "png"),       # one window, 2 left over
+    ("vid_b", "clip_1", ["frame_%05d.png" % i for i in range(16)], "png"),       # two windows
+    ("vid_b", "clip_jpg", ["%d.jpg" % i for i in range(1, 11)], "jpg"),          # natural order: 1 .. 8 used
+)
+
+
+def refine_infer_fixtures(T=8, S=32, nf=4):
+    """refine_input/<video>/<clip>/<frame>: the clips above (smooth moving content, as
+    a Base-Net gives); refine_g2.safetensors: G2 under the released model's bare keys;
+    refine_g2_ckpt.safetensors: the same weights as G2.* beside D2.* in an mdgan-style
+    checkpoint; refine_expected.safetensors: per window "<video>/<clip>/<w>/" + input_u8
+    (T, H, W, 3: the frames as PIL decodes them; PNG is exact, JPEG must decode alike
+    here), y_running and y_batch (T, H, W, 3) = G2 on that input with running / batch
+    statistics, quantised to uint8 as the PNG writer does (ref.clips_to_u8), and metadata
+    windows (the keys in order) and "<key>/names" (the output names, comma-separated)."""
+    from PIL import Image as PILImage
+    import shutil
+
+    torch.manual_seed(41)
+    root = os.path.join(OUT, "refine_input")
+    shutil.rmtree(root, ignore_errors=True)
+    decoded = {}
+    for video, clip, names, fmt in REFINE_CLIPS:
+        nfr = len(names)
+        low = torch.randn(1, 3, max(2, nfr // 4), S // 4, S // 4)
+        vid = torch.tanh(1.3 * upsample(low, nfr, S))  # (1, 3, nfr, S, S)
+        u8 = ref.clips_to_u8(vid)[0]                    # (nfr, S, S, 3)
+        d = os.path.join(root, video, clip)
+        os.makedirs(d)
+        frames = []
+        for t, name in enumerate(names):
+            path = os.path.join(d, name)
+            if fmt == "png":
+                ref.write_png(path, u8[t])
+                back = ref.read_png(path)
+                assert np.array_equal(back, u8[t])
+            else:
+                PILImage.fromarray(u8[t]).save(path, format="JPEG", quality=90)
+                back = np.asarray(PILImage.open(path).convert("RGB"))
+            frames.append(back)
+        decoded[(video, clip)] = (names, np.stack(frames))
+    nfiles = sum(len(n) for _, _, n, _ in REFINE_CLIPS)
+    print("%-28s %8d files   %d clip folders of %dx%d frames (PNG and one JPEG clip)"
+          % ("refine_input/", nfiles, len(REFINE_CLIPS), S, S))
+
+    # the weights, calibrated on the first window
+    first = ref.u8_to_clip(decoded[("vid_a", "clip_1")][1][:T])
+    g2 = ref.init_calibrated(ref.G2(T, S, S, nf), first)
+    sd = dict(g2.state_dict())
+    save("refine_g2.safetensors", sd, {"note": "G2 (T=%d, %dx%d, ngf=%d) under bare state_dict keys" % (T, S, S, nf)})
+    torch.manual_seed(42)
+    d2 = ref.init_random(ref.D(T, S, S, nf))
+    save("refine_g2_ckpt.safetensors", {**{"G2." + k: v for k, v in sd.items()},
+                                        **{"D2." + k: v for k, v in d2.state_dict().items()}},
+         {"format": "mdgan-ckpt-1", "stage": "refine", "frames": str(T), "size": str(S)})
+
+    tensors, meta, keys = {}, {"T": str(T), "H": str(S), "W": str(S), "ngf": str(nf)}, []
+    sat, ys = [], []
+    for video, clip, names, fmt in sorted(REFINE_CLIPS, key=lambda c: (c[0], c[1])):
+        names, frames = decoded[(video, clip)]
+        for w in range(len(names) // T):
+            key = "%s/%s/%d" % (video, clip, w)
+            keys.append(key)
+            u8 = frames[w * T:(w + 1) * T]
+            x = ref.u8_to_clip(u8)
+            tensors[key + "/input_u8"] = u8
+            for bn in ("running", "batch"):
+                y = ref.generator_output(g2, x, bn)
+                tensors[key + "/y_" + bn] = ref.clips_to_u8(y)[0]
+                ys.append(y.flatten())
+                sat.append(float((y.abs() > 0.99).float().mean()))
+            meta[key + "/names"] = ",".join(os.path.splitext(n)[0] + ".png" for n in names[w * T:(w + 1) * T])
+    meta["windows"] = ",".join(keys)
+    save("refine_expected.safetensors", tensors, meta)
+    ys = torch.cat(ys)
+    print("    %d windows; outputs mean %.4f std %.4f, |y|>0.99: %.2f%% (worst window %.2f%%)"
+          % (len(keys), float(ys.mean()), float(ys.std()), 100 * float((ys.abs() > 0.99).float().mean()),
+             100 * max(sat)))
+
+
+def upsample(low, T, S):
+    """Trilinear upsampling of low-resolution noise to (T, S, S): smooth motion."""
+    return F.interpolate(low, size=(T, S, S), mode="trilinear", align_corners=False)
 
 
 def main():
@@ -373,13 +477,16 @@ def main():
         "c": (2, 8, 4, (1, 1, 1), (2, 4, 4), 1, 0)}, transpose=True)
     bn_fixtures()
     gram_rank_fixture()
+    gram_rank_fixture("gram_rank_bounded.safetensors", "bounded")
     step_fixture("g1_step.safetensors", "g1", 11)
     step_fixture("g2_step.safetensors", "g2", 12)
     step_fixture("d_step.safetensors", "d", 13)
     predict_fixtures()
     stage1_step_fixture()
     stage2_step_fixture()
-    total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
+    stage2_step_fixture("stage2_step_bounded.safetensors", "bounded")
+    refine_infer_fixtures()
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)
     print("total %d bytes in %s" % (total, OUT))
 
 

@@ -1,13 +1,15 @@
 """PyTorch reference for mdgan: the MD-GAN networks G1, G2, D, the Gram / ranking
 losses, and hand-written safetensors and PNG I/O (no safetensors or PIL package).
 
-Run with /usr/bin/python3 (torch + numpy). Used by tests/make_fixtures.py and
-tests/check_predict_full.py; `python3 tests/mdgan_ref.py` prints the layer list of
-the reference shape (T=32, 128x128, ngf=32).
+Run with /usr/bin/python3 (torch + numpy). Used by tests/make_fixtures.py (which also
+needs PIL, for the JPEG clip of the refine fixtures), tests/check_predict_full.py and
+tests/check_refine_full.py; `python3 tests/mdgan_ref.py` prints the layer list of the
+reference shape (T=32, 128x128, ngf=32).
 
 Network definition: notes/brief.md "Network definition" and DESIGN.md section 2.
 """
 
+import copy
 import json
 import struct
 import sys
@@ -143,6 +145,65 @@ def init_random(model, gen=None):
     return model
 
 
+def init_calibrated(model, x, gen=None):
+    """Weights for checks of a whole generator's output (inference): conv weights
+    normal(0, fan_in^-1/2) so that activations keep their scale through the layers, BN
+    weight 1+0.1*randn and bias 0.1*randn, and running statistics close to (but not
+    equal to) the batch statistics of x, so that neither the running-statistics nor the
+    batch-statistics output saturates the final tanh (a saturated output would hide
+    errors). One train-mode pass over x with momentum 1 sets running = batch stats,
+    then mean += 0.1*randn*std, var *= 1 + 0.2*rand; num_batches_tracked = 1000.
+    Draws from the global torch RNG (or gen), in module order."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv3d):
+                fan = m.weight.shape[1] * int(np.prod(m.kernel_size))
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * fan ** -0.5)
+            elif isinstance(m, nn.ConvTranspose3d):
+                fan = m.weight.shape[0] * int(np.prod(m.kernel_size)) // int(np.prod(m.stride))
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * fan ** -0.5)
+            elif isinstance(m, nn.BatchNorm3d):
+                m.weight.copy_(1 + 0.1 * torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
+        for m in bns:
+            m.momentum = 1.0
+        was = model.training
+        model.train()
+        model(x)
+        model.train(was)
+        for m in bns:
+            m.momentum = 0.1
+            c = m.num_features
+            m.running_mean.add_(0.1 * torch.randn(c, generator=gen) * m.running_var.sqrt())
+            m.running_var.mul_(1 + 0.2 * torch.rand(c, generator=gen))
+            m.num_batches_tracked.fill_(1000)
+    return model
+
+
+def generator_output(g, x, bn):
+    """G(x) without gradients, BatchNorm on running statistics (bn="running") or on the
+    batch's own (bn="batch"; the running statistics are left untouched)."""
+    with torch.no_grad():
+        if bn == "running":
+            return g.eval()(x)
+        return copy.deepcopy(g).train()(x)
+
+
+def clips_to_u8(y):
+    """(N, 3, T, H, W) in [-1, 1] -> uint8 (N, T, H, W, 3) as image_from_chw quantises:
+    round half up of (v + 1) * 127.5 computed in double, clamped to 0..255."""
+    v = (y.detach().double().numpy() + 1.0) * 127.5
+    u = np.floor(np.clip(v, 0, 255) + 0.5)
+    return np.clip(u, 0, 255).astype(np.uint8).transpose(0, 2, 3, 4, 1)
+
+
+def u8_to_clip(frames):
+    """uint8 (T, H, W, 3) -> float32 (1, 3, T, H, W) = u8 / 127.5f - 1 (as the reader)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return x.permute(3, 0, 1, 2).unsqueeze(0).contiguous()
+
+
 def forward_with_hooks(model, x_shape, types, make_hook):
     """One eval-mode, no-grad forward of zeros with make_hook(name) as a forward hook on
     every module of the given types; the model's train/eval mode is restored after."""
@@ -186,11 +247,23 @@ def gram(x):
     return torch.bmm(f, f.transpose(1, 2)) / (M * S)
 
 
-def gram_distance(feats_a, feats_b):
-    """d(A, B)[n] = sum over layers of sum_ij |g(A)_ij - g(B)_ij|; returns (N,)."""
+RANK_BOUNDED_EPS = 1e-12  # as include/mdgan/loss.h
+
+
+def gram_distance(feats_a, feats_b, form="paper"):
+    """d(A, B)[n] summed over layers; returns (N,). B is the real clip Y.
+    paper:   sum_ij |g(A)_ij - g(B)_ij|
+    bounded: the same divided by sum_ij |g(B)_ij| + RANK_BOUNDED_EPS (per layer, per
+             sample), so that scaling the features does not change it."""
+    if form not in ("paper", "bounded"):
+        raise ValueError("unknown rank form %r" % form)
     d = 0
     for a, b in zip(feats_a, feats_b):
-        d = d + (gram(a) - gram(b)).abs().sum(dim=(1, 2))
+        gb = gram(b)
+        dl = (gram(a) - gb).abs().sum(dim=(1, 2))
+        if form == "bounded":
+            dl = dl / (gb.abs().sum(dim=(1, 2)) + RANK_BOUNDED_EPS)
+        d = d + dl
     return d
 
 

@@ -88,6 +88,8 @@ static void test_defaults(void **state) {
     assert_int_equal(c.data.size, 32);
     assert_true(c.base.lr == 2e-4 && c.refine.lambda_rank == 1.0 && c.coord.restart == 1);
     assert_true(c.run.seed == 1);
+    assert_string_equal(c.refine.rank_form, "paper");
+    assert_int_equal(c.transport.timeout_s, 60);
     assert_null(config_find("base", "lambda_rank"));
     assert_null(config_find("nope", "ngf"));
 }
@@ -340,6 +342,11 @@ static void test_validate(void **state) {
         {"transport.data_endpoint=tcp://0.0.0.0:5555", NULL, "transport.data_endpoint = 'tcp://0.0.0.0:5555' is not a local endpoint"},
         {"transport.control_endpoint=udp://x", NULL, "transport.control_endpoint = 'udp://x': expected an ipc:// or tcp://"},
         {"refine.batch=64", "data.size=1024", "transport.max_message_mb = 256 is smaller than one batch tensor"},
+        // a string with a fixed set of values: exact, lower case
+        {"refine.rank_form=sometimes", NULL,
+         "refine.rank_form = 'sometimes' is not a ranking-loss form: expected paper or bounded"},
+        {"refine.rank_form=Paper", NULL, "refine.rank_form = 'Paper' is not a ranking-loss form"},
+        {"refine.rank_form=", NULL, "refine.rank_form = '' is not a ranking-loss form: expected paper or bounded"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Config c;
@@ -360,6 +367,13 @@ static void test_validate(void **state) {
     assert_int_equal(config_set(&c, "transport.curve_server_key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"), 0);
     assert_int_equal(config_set(&c, "transport.curve_secret_key=JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"), 0);
     if (config_validate(&c) != 0) fail_msg("%s", mdgan_errmsg());
+    // both ranking-loss forms validate
+    for (int i = 0; i < 2; i++) {
+        config_defaults(&c);
+        if (config_set(&c, i ? "refine.rank_form=bounded" : "refine.rank_form=paper") != 0)
+            fail_msg("%s", mdgan_errmsg());
+        if (config_validate(&c) != 0) fail_msg("%s", mdgan_errmsg());
+    }
     // A struct edited in code is range-checked again.
     config_defaults(&c);
     c.base.lr = 0;
@@ -373,6 +387,48 @@ static void test_validate(void **state) {
     config_defaults(&c);
     memset(c.run.dir, 'x', sizeof c.run.dir);   // no NUL
     expect_error(config_validate(&c), "run.dir is out of range", NULL);
+    config_defaults(&c);
+    strcpy(c.refine.rank_form, "bound");
+    expect_error(config_validate(&c), "refine.rank_form = 'bound'", "expected paper or bounded");
+    config_defaults(&c);
+    c.transport.timeout_s = 0;
+    expect_error(config_validate(&c), "transport.timeout_s is out of range: expected an integer in [1, 86400]", NULL);
+}
+
+// The keys added for Stage II and its transport: from a file, from --set, and the
+// bounds of transport.timeout_s.
+static void test_refine_keys(void **state) {
+    (void)state;
+    char path[4200];
+    Config c;
+    if (load_text(&c, "[refine]\nrank_form = bounded   # scale-free\n[transport]\ntimeout_s = 5\n", path,
+                  sizeof path) != 0)
+        fail_msg("%s", mdgan_errmsg());
+    assert_string_equal(c.refine.rank_form, "bounded");
+    assert_int_equal(c.transport.timeout_s, 5);
+    assert_int_equal(config_validate(&c), 0);
+    // a bad form in a file loads (it is a string) and is refused by validation
+    assert_int_equal(load_text(&c, "[refine]\nrank_form = l2\n", path, sizeof path), 0);
+    expect_error(config_validate(&c), "refine.rank_form = 'l2' is not a ranking-loss form", NULL);
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "transport.timeout_s=86400"), 0);
+    assert_int_equal(c.transport.timeout_s, 86400);
+    expect_error(config_set(&c, "transport.timeout_s=86401"), "bad value '86401' for transport.timeout_s",
+                 "expected an integer in [1, 86400]");
+    expect_error(config_set(&c, "transport.timeout_s=0"), "bad value '0' for transport.timeout_s", NULL);
+    expect_error(config_set(&c, "transport.timeout_s=1.5"), "bad value '1.5' for transport.timeout_s", NULL);
+    assert_int_equal(c.transport.timeout_s, 86400);
+    // both keys are in the canonical text, so they count in the config hash
+    char *text;
+    assert_int_equal(config_to_text(&c, &text), 0);
+    assert_non_null(strstr(text, "\nrank_form = paper\n"));
+    assert_non_null(strstr(text, "\ntimeout_s = 86400\n"));
+    free(text);
+    char h1[65], h2[65];
+    assert_int_equal(config_sha256(&c, h1), 0);
+    assert_int_equal(config_set(&c, "refine.rank_form=bounded"), 0);
+    assert_int_equal(config_sha256(&c, h2), 0);
+    assert_string_not_equal(h1, h2);
 }
 
 // text -> struct -> text is the identity, for the defaults and for awkward values.
@@ -479,6 +535,7 @@ int main(void) {
         cmocka_unit_test(test_comments_and_blanks),
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_refine_keys),
         cmocka_unit_test(test_text_round_trip),
         cmocka_unit_test(test_pipeline_conf),
     };

@@ -1,7 +1,7 @@
 // ops (BatchNorm3d, activations), loss (BCE, L1, Gram, ranking) and adam:
 // fast vs naive, central finite differences against double-precision forwards written
 // here, thread-count determinism, PyTorch fixtures (tests/fixtures/bn3d_train,
-// bn3d_eval, gram_rank .safetensors) and Adam against a double reference and torch.
+// bn3d_eval, gram_rank, gram_rank_bounded .safetensors) and Adam against a double reference and torch.
 //
 // Finite differences: each loss L = sum_i w_i f(x)_i is evaluated in double from the
 // same float inputs, with central differences of step FD_H. Truncation (h^2 f''') and
@@ -522,6 +522,7 @@ static void test_rank_loss_gradcheck(void **state) {
 // the whole ranking term in double: feats[l][k] double copies
 typedef struct {
     RankShape s;
+    RankForm form;
     double *f[2][3];
     double *g[3];
 } RankFeatCtx;
@@ -534,8 +535,16 @@ static double rank_feat_loss(void *p) {
             int M = c->s.C[l] * c->s.T[l];
             size_t S = (size_t)c->s.H[l] * c->s.W[l];
             for (int k = 0; k < 3; k++) gram_d(c->g[k], c->f[l][k] + (size_t)n * M * S, M, S);
-            for (int k = 1; k < 3; k++)
-                for (size_t i = 0; i < (size_t)M * M; i++) d[k] += fabs(c->g[k][i] - c->g[0][i]);
+            double den = 1; // bounded: the layer's distance over |g(Y)|_1 (+ eps)
+            if (c->form == RANK_BOUNDED) {
+                den = RANK_BOUNDED_EPS;
+                for (size_t i = 0; i < (size_t)M * M; i++) den += fabs(c->g[0][i]);
+            }
+            for (int k = 1; k < 3; k++) {
+                double a = 0;
+                for (size_t i = 0; i < (size_t)M * M; i++) a += fabs(c->g[k][i] - c->g[0][i]);
+                d[k] += a / den;
+            }
         }
         double z = d[2] - d[1];
         L += (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
@@ -543,7 +552,8 @@ static double rank_feat_loss(void *p) {
     return L / c->s.N;
 }
 
-// Smallest |g(Yk)_ij - g(Y)_ij| over both layers, k = 1, 2 (the kinks of |.|).
+// Smallest distance to a kink of |.|: |g(Yk)_ij - g(Y)_ij| over both layers, k = 1, 2,
+// and for the bounded form also |g(Y)_ij| (its L1 norm is the divisor).
 static double rank_feat_gap(RankFeatCtx *c) {
     double gap = INFINITY;
     for (int n = 0; n < c->s.N; n++)
@@ -551,24 +561,27 @@ static double rank_feat_gap(RankFeatCtx *c) {
             int M = c->s.C[l] * c->s.T[l];
             size_t S = (size_t)c->s.H[l] * c->s.W[l];
             for (int k = 0; k < 3; k++) gram_d(c->g[k], c->f[l][k] + (size_t)n * M * S, M, S);
-            for (int k = 1; k < 3; k++)
-                for (size_t i = 0; i < (size_t)M * M; i++) gap = fmin(gap, fabs(c->g[k][i] - c->g[0][i]));
+            for (size_t i = 0; i < (size_t)M * M; i++) {
+                for (int k = 1; k < 3; k++) gap = fmin(gap, fabs(c->g[k][i] - c->g[0][i]));
+                if (c->form == RANK_BOUNDED) gap = fmin(gap, fabs(c->g[0][i]));
+            }
         }
     return gap;
 }
 
-static void test_rank_loss_features_gradcheck(void **state) {
-    (void)state;
+// rank_loss_features of one form against central differences of the double loss above,
+// every gradient row with scale -0.7 (as D2 plays it), one row left NULL.
+static void rank_features_gradcheck(RankForm form) {
     RankShape s = {.N = 2, .C = {3, 4}, .T = {2, 1}, .H = {3, 2}, .W = {5, 3}};
     const float scale = -0.7f; // as D2 plays it: -lambda
     float *feat[2][3], *dfeat[2][3];
-    RankFeatCtx c = {.s = s};
+    RankFeatCtx c = {.s = s, .form = form};
     size_t numel[2], Mmax = 6;
     for (int k = 0; k < 3; k++) c.g[k] = alloc_f64(Mmax * Mmax);
     // FD moves one x by h, which moves a Gram entry by at most h (2 max|x| + h) / (M S)
     // <= 4 h / 24 (|x| < 1.9, M S >= 24). The kinks of |.| must be far beyond that (and
     // beyond float rounding of the entries, ~1e-7) or a sign flips: redraw until the
-    // smallest |g(Yk) - g(Y)| is 100 times larger (deterministic: fixed seed).
+    // smallest distance to a kink is 100 times larger (deterministic: fixed seed).
     const double move = 4 * FD_H / 24;
     double gap = 0;
     for (int attempt = 0; attempt < 100 && !(gap > 100 * move); attempt++) {
@@ -592,7 +605,8 @@ static void test_rank_loss_features_gradcheck(void **state) {
         }
         gap = rank_feat_gap(&c);
     }
-    printf("    smallest |gram difference| %.3e (FD moves entries by < %.1e)\n", gap, move);
+    printf("    %s form: smallest distance to a kink %.3e (FD moves entries by < %.1e)\n", rank_form_name(form), gap,
+           move);
     assert_true(gap > 100 * move);
 
     float *before[2][3];
@@ -606,30 +620,70 @@ static void test_rank_loss_features_gradcheck(void **state) {
     float dist[4];
     const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
     float *grads[2][3] = {{dfeat[0][0], dfeat[0][1], dfeat[0][2]}, {dfeat[1][0], NULL, dfeat[1][2]}};
-    float L = rank_loss_features(grads, dist, cfeat, &s, scale, ws);
+    float L = rank_loss_features(grads, dist, cfeat, &s, form, scale, ws);
     double Lref = rank_feat_loss(&c);
-    printf("    rank_loss_features L %.7f ref %.7f, d(Y1,Y) %.4f %.4f, d(Y2,Y) %.4f %.4f\n", L, Lref,
-           dist[0], dist[1], dist[2], dist[3]);
+    printf("    rank_loss_features (%s) L %.7f ref %.7f, d(Y1,Y) %.4f %.4f, d(Y2,Y) %.4f %.4f\n", rank_form_name(form),
+           L, Lref, dist[0], dist[1], dist[2], dist[3]);
     assert_true(fabs(L - Lref) <= 1e-5 * Lref);
     // the loss without gradients (dfeat NULL) is the same number
-    assert_true(rank_loss_features(NULL, NULL, cfeat, &s, scale, ws) == L);
+    assert_true(rank_loss_features(NULL, NULL, cfeat, &s, form, scale, ws) == L);
     const char *names[2][3] = {{"feat1 Y", "feat1 Y1", "feat1 Y2"}, {"feat3 Y", "feat3 Y1", "feat3 Y2"}};
     for (int l = 0; l < 2; l++)
         for (int k = 0; k < 3; k++) {
             if (!grads[l][k]) continue;
             for (size_t i = 0; i < numel[l]; i++) dfeat[l][k][i] -= before[l][k][i];
-            char what[64];
-            snprintf(what, sizeof what, "rank_loss_features d%s, scale -0.7", names[l][k]);
+            char what[80];
+            snprintf(what, sizeof what, "rank %s d%s, scale -0.7", rank_form_name(form), names[l][k]);
             check_fd(what, dfeat[l][k], c.f[l][k], numel[l], rank_feat_loss, &c, scale);
         }
     // the row that had no gradient pointer was left alone
     expect_close("untouched dfeat3 Y1 (NULL pointer)", dfeat[1][1], before[1][1], numel[1], 0);
+
+    // D2 inflating its features (all three inputs by 3 in both layers, Grams by 9):
+    // the bounded loss stays, the paper loss grows with the Gram distances.
+    float *big[2][3];
     for (int l = 0; l < 2; l++)
         for (int k = 0; k < 3; k++) {
-            free(feat[l][k]); free(dfeat[l][k]); free(before[l][k]); free(c.f[l][k]);
+            big[l][k] = alloc_f32(numel[l]);
+            for (size_t i = 0; i < numel[l]; i++) big[l][k][i] = 3.0f * feat[l][k][i];
+        }
+    const float *cbig[2][3] = {{big[0][0], big[0][1], big[0][2]}, {big[1][0], big[1][1], big[1][2]}};
+    float dbig[4];
+    float Lbig = rank_loss_features(NULL, dbig, cbig, &s, form, scale, ws);
+    double dmax = 0;
+    for (int i = 0; i < 4; i++) dmax = fmax(dmax, fabs((double)dbig[i] - dist[i]) / fabs((double)dist[i]));
+    printf("    features x3: L %.7f (was %.7f), distances change by up to %.3g relative\n", Lbig, L, dmax);
+    if (form == RANK_BOUNDED) {
+        assert_true(fabs((double)Lbig - L) <= 1e-5 * L && dmax <= 1e-5);
+    } else {
+        assert_true(dmax > 7 && dmax < 9); // 9 d - d = 8 d
+    }
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            free(feat[l][k]); free(dfeat[l][k]); free(before[l][k]); free(c.f[l][k]); free(big[l][k]);
         }
     for (int k = 0; k < 3; k++) free(c.g[k]);
     free(ws);
+}
+
+static void test_rank_loss_features_gradcheck(void **state) {
+    (void)state;
+    rank_features_gradcheck(RANK_PAPER);
+}
+
+static void test_rank_loss_features_bounded_gradcheck(void **state) {
+    (void)state;
+    rank_features_gradcheck(RANK_BOUNDED);
+    // the form's names, as the config spells them
+    RankForm f;
+    assert_int_equal(rank_form_parse("bounded", &f), 0);
+    assert_int_equal(f, RANK_BOUNDED);
+    assert_int_equal(rank_form_parse("paper", &f), 0);
+    assert_int_equal(f, RANK_PAPER);
+    assert_string_equal(rank_form_name(RANK_BOUNDED), "bounded");
+    assert_string_equal(rank_form_name(RANK_PAPER), "paper");
+    assert_int_equal(rank_form_parse("Bounded", &f), -1);
+    assert_non_null(strstr(mdgan_errmsg(), "expected paper or bounded"));
 }
 
 // ---------------------------------------------------------------- PyTorch fixtures
@@ -711,15 +765,19 @@ static void test_fixture_bn3d(void **state) {
     X(dfeat3_y1, df[1][1], n1)           \
     X(dfeat3_y2, df[1][2], n1)
 
-static void test_fixture_gram_rank(void **state) {
-    (void)state;
+// One gram_rank fixture (gram_rank: the paper form; gram_rank_bounded: the same inputs
+// with the bounded form, which its metadata "form" must say).
+static void fixture_gram_rank(const char *fixture, RankForm form) {
     RankShape s = {.N = 2, .C = {3, 5}, .T = {4, 2}, .H = {5, 3}, .W = {6, 3}};
     const int N = s.N, M0 = s.C[0] * s.T[0];
     const int64_t sh[2][5] = {{2, 3, 4, 5, 6}, {2, 5, 2, 3, 3}};
     const size_t n0 = 2 * 3 * 4 * 5 * 6, n1 = 2 * 5 * 2 * 3 * 3;
     const char *fname[2][3] = {{"feat1_y", "feat1_y1", "feat1_y2"}, {"feat3_y", "feat3_y1", "feat3_y2"}};
     StFile f;
-    fixture_open(&f, "gram_rank.safetensors");
+    fixture_open(&f, fixture);
+    const char *mform = st_meta_get(&f, "form");
+    if (form == RANK_BOUNDED && !(mform && !strcmp(mform, "bounded")))
+        fail_msg("fixture %s does not say form=bounded", fixture);
     float *feat[2][3], *df[2][3];
     for (int l = 0; l < 2; l++)
         for (int k = 0; k < 3; k++) {
@@ -730,9 +788,17 @@ static void test_fixture_gram_rank(void **state) {
     const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
     float *ws = alloc_f32(rank_loss_workspace_floats(&s)), *gram1 = alloc_f32((size_t)N * M0 * M0);
     float dist[4];
-    float loss = rank_loss_features(df, dist, cfeat, &s, 1.0f, ws);
+    float loss = rank_loss_features(df, dist, cfeat, &s, form, 1.0f, ws);
     gram_forward(gram1, feat[0][0], N, M0, (size_t)s.H[0] * s.W[0]);
-#define X(name, buf, count) COMPARE_ONE("gram_rank", f, name, buf, count);
+#define X(name, buf, count)                                             \
+    do {                                                                \
+        char what[96];                                                  \
+        snprintf(what, sizeof what, "%s %s", fixture, #name);           \
+        float *ref = fixture_f32(&f, #name, count);                     \
+        expect_close(what, buf, ref, count, FIXTURE_TOL);               \
+        worst_err = fmax(worst_err, max_rel_err(buf, ref, count));      \
+        free(ref);                                                      \
+    } while (0);
     GRAM_RANK_COMPARE(X)
 #undef X
     st_close(&f);
@@ -742,6 +808,16 @@ static void test_fixture_gram_rank(void **state) {
         }
     free(ws); free(gram1);
     printf("    worst fixture error so far %.3e\n", worst_err);
+}
+
+static void test_fixture_gram_rank(void **state) {
+    (void)state;
+    fixture_gram_rank("gram_rank.safetensors", RANK_PAPER);
+}
+
+static void test_fixture_gram_rank_bounded(void **state) {
+    (void)state;
+    fixture_gram_rank("gram_rank_bounded.safetensors", RANK_BOUNDED);
 }
 
 // ---------------------------------------------------------------- Adam
@@ -824,8 +900,10 @@ int main(void) {
         cmocka_unit_test(test_gram_distance_gradcheck),
         cmocka_unit_test(test_rank_loss_gradcheck),
         cmocka_unit_test(test_rank_loss_features_gradcheck),
+        cmocka_unit_test(test_rank_loss_features_bounded_gradcheck),
         cmocka_unit_test(test_fixture_bn3d),
         cmocka_unit_test(test_fixture_gram_rank),
+        cmocka_unit_test(test_fixture_gram_rank_bounded),
         cmocka_unit_test(test_adam_double_reference),
         cmocka_unit_test(test_adam_matches_torch),
     };

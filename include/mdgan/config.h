@@ -29,12 +29,14 @@ typedef struct {
     struct {
         int ngf, ndf, batch, epochs;
         double lr, beta1, beta2, lambda_l1, lambda_rank;
+        char rank_form[16];                                 // "paper" or "bounded" (loss.h RankForm)
         int ckpt_every, sample_every, keep;
     } refine;
     struct {
         char data_endpoint[512], control_endpoint[512];   // "" = ipc:// socket in the run dir
         int inflight;                                       // batch requests in flight (credits)
         int max_message_mb;                                 // cap on one tensor payload
+        int timeout_s;                                      // Refine-Net's wait for a Base-Net that is gone
         char curve_server_key[128], curve_secret_key[128];  // Z85, 40 characters; "" = none
     } transport;
     struct { char db[1024]; int heartbeat_s; int restart; int max_restarts; } coord;
@@ -47,7 +49,8 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
 
 // X(section, key, type, lo, hi, range flags, default text)
 // int: lo..hi (hi = INT_MAX: no upper bound); double: lo..hi (hi = HUGE_VAL: none);
-// uint64 / string / bool ignore lo, hi; a string's cap is its array size - 1.
+// uint64 / string / bool ignore lo, hi; a string's cap is its array size - 1. A string
+// with a fixed set of values (refine.rank_form) is checked by config_validate.
 // Defaults are text, parsed by the same code as a file, so a default can never be
 // out of its own range (test_config checks each one).
 #define CONFIG_KEYS(X) \
@@ -79,6 +82,7 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(refine, beta2,             CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.999") \
     X(refine, lambda_l1,         CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "100") \
     X(refine, lambda_rank,       CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
+    X(refine, rank_form,         CFG_STR,    0, 0,        CFG_CLOSED,  "paper") \
     X(refine, ckpt_every,        CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, sample_every,      CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, keep,              CFG_INT,    1, 1000,     CFG_CLOSED,  "3") \
@@ -86,6 +90,7 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(transport, control_endpoint, CFG_STR,  0, 0,        CFG_CLOSED,  "") \
     X(transport, inflight,       CFG_INT,    1, 1024,     CFG_CLOSED,  "2") \
     X(transport, max_message_mb, CFG_INT,    1, 65536,    CFG_CLOSED,  "256") \
+    X(transport, timeout_s,      CFG_INT,    1, 86400,    CFG_CLOSED,  "60") \
     X(transport, curve_server_key, CFG_STR,  0, 0,        CFG_CLOSED,  "") \
     X(transport, curve_secret_key, CFG_STR,  0, 0,        CFG_CLOSED,  "") \
     X(coord, db,                 CFG_STR,    0, 0,        CFG_CLOSED,  "runs/mdgan.db") \
@@ -123,7 +128,8 @@ int config_load(Config *c, const char *path);
 int config_parse(Config *c, const char *text, const char *name);
 // One "section.key=value" (from --set); errors start with "--set ASSIGNMENT: ".
 int config_set(Config *c, const char *assignment);
-// Per-key ranges again (the struct may have been edited in code) and cross-field
+// Per-key ranges again (the struct may have been edited in code), the strings with a
+// fixed set of values (refine.rank_form: paper or bounded), and cross-field
 // checks: data.size even, a network shape that frames x size allows, both CURVE keys
 // or none, CURVE keys for an endpoint other than ipc:// or loopback tcp://, a tensor
 // of one batch within transport.max_message_mb, non-empty names and paths.

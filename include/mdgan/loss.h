@@ -60,12 +60,26 @@ typedef struct {
     int C[2], T[2], H[2], W[2];
 } RankShape;
 
+// The distance of the ranking loss (config key refine.rank_form), per sample, with
+// |.|_1 the entrywise L1 norm and g_l the Gram matrix of feature layer l:
+//   RANK_PAPER    d(A, Y) = sum_l |g_l(A) - g_l(Y)|_1
+//   RANK_BOUNDED  d(A, Y) = sum_l |g_l(A) - g_l(Y)|_1 / (|g_l(Y)|_1 + RANK_BOUNDED_EPS)
+// The bounded form does not change when D2 scales its features (a Gram scales by the
+// square of the factor, numerator and denominator alike), so D2 cannot raise the loss
+// by inflating them; its gradient includes the denominator's dependence on Y. The eps
+// only keeps an all-zero g_l(Y) finite; it is far below any real |g_l(Y)|_1.
+typedef enum { RANK_PAPER, RANK_BOUNDED } RankForm;
+#define RANK_BOUNDED_EPS 1e-12
+// "paper" / "bounded" <-> RankForm. rank_form_parse: -1 with a message naming the
+// allowed values for any other text.
+int rank_form_parse(const char *name, RankForm *form);
+const char *rank_form_name(RankForm form);
+
 // Floats of workspace rank_loss_features needs: six Gram matrices of one sample plus
-// one gradient Gram, 3*(M0^2 + M1^2) + max(M0, M1)^2 with M_l = C[l]*T[l].
+// one gradient Gram, 3*(M0^2 + M1^2) + max(M0, M1)^2 with M_l = C[l]*T[l] (either form).
 size_t rank_loss_workspace_floats(const RankShape *s);
 
-// Returns L_rank = mean_n softplus(d(Y2,Y)[n] - d(Y1,Y)[n]), where
-// d(A,B)[n] = sum over both layers of sum_ij |g(A_n)_ij - g(B_n)_ij|.
+// Returns L_rank = mean_n softplus(d(Y2,Y)[n] - d(Y1,Y)[n]) with d of the given form.
 // dist, if not NULL, receives d(Y1,Y) in dist[0..N) and d(Y2,Y) in dist[N..2N).
 // For every non-NULL dfeat[l][k] (dfeat itself may be NULL), accumulates
 //   dfeat[l][k] += scale * dL_rank / dfeat[l][k].
@@ -74,7 +88,7 @@ size_t rank_loss_workspace_floats(const RankShape *s);
 float rank_loss_features(float *dfeat[2][3],          // [layer][Y, Y1, Y2] each (N, C, T, H, W) +=, nullable
                          float *dist,                  // (2, N) or NULL
                          const float *feat[2][3],      // [layer][Y, Y1, Y2] each (N, C, T, H, W)
-                         const RankShape *s, float scale,
+                         const RankShape *s, RankForm form, float scale,
                          float *ws);                   // rank_loss_workspace_floats(s)
 
 #endif

@@ -6,7 +6,8 @@
 //   D2: BCE(D2(Y), 1) + BCE(D2(Y2), 0) - lambda_rank * L_rank
 //   G2: BCE(D2(Y2), 1) + lambda_l1 * mean|Y - Y2| + lambda_rank * L_rank
 //   L_rank = mean_n softplus(d(Y2, Y) - d(Y1, Y)), d = the Gram L1 distance over D2's
-//   features after conv1 and conv3.
+//   features after conv1 and conv3, in the form rank_form (loss.h: RANK_PAPER, or
+//   RANK_BOUNDED with each layer's distance divided by |g(Y)|_1).
 // One step updates D2 (which judges Y, Y1 and Y2, in that order, with shared weights),
 // then G2 against the updated D2 (which judges the three again, in the same order).
 #include "mdgan/adam.h"
@@ -16,6 +17,7 @@
 typedef struct {
     int N, T, H, W;
     float lambda_l1, lambda_rank;
+    RankForm rank_form;       // the distance of L_rank (refine.rank_form)
     AdamConfig opt_g, opt_d;
     Net g, d;
     Acts ag;                  // G2 at batch N
@@ -36,9 +38,10 @@ typedef struct {
 } Stage2Losses;
 
 // Builds G2 (ngf) and D2 (ndf) for clips of T x H x W, batch N; weights from rng
-// (NULL: zeros, for a checkpoint to fill).
+// (NULL: zeros, for a checkpoint to fill). rank_form: RANK_PAPER or RANK_BOUNDED (from
+// the config: rank_form_parse(cfg.refine.rank_form, &form)).
 int stage2_init(Stage2 *s, int N, int T, int H, int W, int ngf, int ndf, float lambda_l1, float lambda_rank,
-                const AdamConfig *opt_g, const AdamConfig *opt_d, Rng *rng);
+                RankForm rank_form, const AdamConfig *opt_g, const AdamConfig *opt_d, Rng *rng);
 void stage2_free(Stage2 *s);
 
 // One training step on real clips y and G1's clips y1 (both (N, 3, T, H, W) in [-1, 1]).
