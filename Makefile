@@ -90,8 +90,9 @@ fixtures:
 install-deps:
 	sh .ci/install-deps
 
-# The default job: data (if none), Stage I for a few minutes, G1 over the data set,
-# metrics, and where everything is. Run again, it resumes the same run.
+# The default job (until the coordinator runs it): data (if none), Stage I, then
+# mdgan-base serve with Stage II training against it over ZeroMQ, then both stages over
+# the data set, metrics, and where everything is. Run again, it resumes the same run.
 CONF_GET = sed -n 's/^$(1) *= *//p' pipeline.conf | head -n 1
 demo:
 	@if [ "$$(id -u)" = 0 ]; then sh .ci/install-deps --runtime; fi
@@ -101,22 +102,78 @@ demo:
 	run=$$($(call CONF_GET,dir))/$$($(call CONF_GET,name)); \
 	if ! ls $$root/*/*/* >/dev/null 2>&1; then \
 	  bin/mdgan data synth --out $$root --clips 48 --frames $$frames --size $$size --per-video 4; fi; \
-	if ls $$run/checkpoints/base_step_*.safetensors >/dev/null 2>&1; then resume="--resume $$run"; else resume=""; fi; \
-	bin/mdgan-base train --config pipeline.conf $$resume --minutes 8; \
+	resume=""; ls $$run/checkpoints/base_step_*.safetensors >/dev/null 2>&1 && resume="--resume $$run"; \
+	bin/mdgan-base train --config pipeline.conf $$resume --minutes 6; \
 	ckpt=$$(ls $$run/checkpoints/base_step_*.safetensors | tail -n 1); \
+	echo "== Stage II: mdgan-base serve + mdgan-refine train over ZeroMQ"; \
+	bin/mdgan-base serve --checkpoint $$ckpt --config pipeline.conf >$$run/serve.out 2>$$run/serve.log & spid=$$!; \
+	trap "kill $$spid 2>/dev/null" EXIT; \
+	resume=""; ls $$run/checkpoints/refine_step_*.safetensors >/dev/null 2>&1 && resume="--resume $$run"; \
+	bin/mdgan-refine train --config pipeline.conf $$resume --minutes 5; \
+	kill $$spid; wait $$spid || true; \
+	rckpt=$$(ls $$run/checkpoints/refine_step_*.safetensors | tail -n 1); \
+	echo "== both stages over the data set"; \
 	bin/mdgan-base infer --checkpoint $$ckpt --data $$root --out $$run/y1; \
-	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval.json | tail -n 2; \
-	sheet=$$(ls $$run/samples/step_*.png | tail -n 1); \
+	bin/mdgan-refine infer --checkpoint $$rckpt --input $$run/y1 --out $$run/y2; \
+	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval_y1.json | tail -n 1; \
+	bin/mdgan eval --pred $$run/y2 --real $$root --frames $$frames --json $$run/eval_y2.json | tail -n 1; \
+	sheet=$$(ls $$run/samples/refine_step_*.png | tail -n 1); \
 	echo; echo "demo done in $$(( $$(date +%s) - start )) s"; \
-	echo "  checkpoint:    $$ckpt"; \
-	echo "  contact sheet: $$sheet (real clips above G1's)"; \
+	echo "  checkpoints:   $$ckpt"; \
+	echo "                 $$rckpt"; \
+	echo "  contact sheet: $$sheet (per validation clip: real, Y1, Y2)"; \
 	echo "  animation:     $${sheet%.png}.gif"; \
-	echo "  videos (Y1):   $$run/y1/<video>/<clip>/frame_*.png"; \
-	echo "  metrics:       $$run/eval.json, $$run/metrics.jsonl"
+	echo "  videos:        $$run/y1/<video>/<clip>/frame_*.png (Stage I), $$run/y2/... (Stage II)"; \
+	echo "                 $$run/y2/contact_sheet.png"; \
+	echo "  metrics:       $${sheet%/*}/refine_metrics_step_*.json (validation: Y1, Y2, copy-first)"; \
+	echo "                 $$run/eval_y1.json, $$run/eval_y2.json (every clip), $$run/*_metrics.jsonl"
 
-# mdgan against PyTorch side by side (bench/README.md); BENCH_ARGS="--quick" etc.
-bench: $(BENCH)
+BENCH_WIRE := $(BUILD)/bench/bench_wire
+# mdgan against PyTorch side by side (bench/README.md); BENCH_ARGS="--quick" etc.;
+# then the ZeroMQ tensor transport (bench_wire: ipc:// and tcp://127.0.0.1 between two
+# processes), which takes only --quick from BENCH_ARGS.
+bench: $(BENCH) $(BENCH_WIRE)
 	@sh bench/run.sh --bin $(abspath $(BENCH)) $(BENCH_ARGS)
+	@$(BENCH_WIRE) $(filter --quick,$(BENCH_ARGS))
+
+$(BENCH_WIRE): bench/bench_wire.c $(LIB) | $(BUILD)/bench
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+# Fuzzing the wire parsers with libFuzzer (tests/fuzz/fuzz_wire.c), built with clang
+# in build/fuzz, apart from the gcc objects:
+#   make fuzz [FUZZ_SECONDS=30]   build build/fuzz/fuzz_wire and run it that long on a
+#                                 fresh copy of the seed corpus; fails on any crash,
+#                                 leak, sanitizer report or broken invariant
+#   make fuzz-corpus              rewrite the committed seeds tests/fuzz/corpus/wire/
+.PHONY: fuzz fuzz-corpus
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_DIR     := build/fuzz
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer -Iinclude \
+                $(shell pkg-config --cflags libzmq zlib 2>/dev/null) \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIBS    := $(shell pkg-config --libs libzmq zlib 2>/dev/null)
+FUZZ_OBJ     := $(FUZZ_DIR)/wire.o $(FUZZ_DIR)/error.o
+
+$(FUZZ_DIR)/%.o: common/%.c include/mdgan/wire.h include/mdgan/error.h | $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_DIR)/fuzz_wire: tests/fuzz/fuzz_wire.c $(FUZZ_OBJ) | $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ $(FUZZ_LIBS)
+$(FUZZ_DIR)/fuzz_wire_gen: tests/fuzz/fuzz_wire.c $(FUZZ_OBJ) | $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -DFUZZ_WIRE_GENERATOR $< $(FUZZ_OBJ) -o $@ $(FUZZ_LIBS)
+$(FUZZ_DIR):
+	mkdir -p $@
+
+fuzz: $(FUZZ_DIR)/fuzz_wire
+	rm -rf $(FUZZ_DIR)/corpus-wire && mkdir -p $(FUZZ_DIR)/corpus-wire
+	cp tests/fuzz/corpus/wire/* $(FUZZ_DIR)/corpus-wire/
+	$(FUZZ_DIR)/fuzz_wire -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  -dict=tests/fuzz/wire.dict -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-wire
+
+fuzz-corpus: $(FUZZ_DIR)/fuzz_wire_gen
+	rm -rf tests/fuzz/corpus/wire && mkdir -p tests/fuzz/corpus
+	$(FUZZ_DIR)/fuzz_wire_gen tests/fuzz/corpus/wire
 
 clean:
 	rm -rf build bin
