@@ -161,3 +161,14 @@ int ckpt_load_generator(Net *net, const StFile *f, NetKind kind, int T, int S) {
     }
     return 0;
 }
+
+long ckpt_meta_long(const StFile *f, const char *key) {
+    const char *v = st_meta_get(f, key);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : -1;
+    if (!v || *end || x < 0) {
+        MDGAN_ERR("%s: metadata '%s' is missing or malformed", f->path, key);
+        return -1;
+    }
+    return x;
+}

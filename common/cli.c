@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <getopt.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,3 +46,62 @@ void cli_set_threads(int n) {
 }
 
 int cli_threads(void) { return threads_set ? threads_set : omp_get_max_threads(); }
+
+int cli_parse_infer(CliInferArgs *a, int argc, char **argv, const char *input_opt, const char *prog,
+                    void (*usage)(FILE *)) {
+    memset(a, 0, sizeof *a);
+    a->bn = BN_RUNNING;
+    const struct option opts[] = {
+        {"checkpoint", required_argument, 0, 'c'}, {input_opt, required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},        {"frames", required_argument, 0, 'T'},
+        {"size", required_argument, 0, 'S'},       {"bn", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 'j'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int opt;
+    optind = 1, opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': a->checkpoint = optarg; break;
+        case 'i': a->input = optarg; break;
+        case 'o': a->out = optarg; break;
+        case 'T': if (cli_int("--frames", optarg, 1, 4096, &a->frames) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'S': if (cli_int("--size", optarg, 8, 4096, &a->size) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'j': if (cli_int("--threads", optarg, 1, 1024, &a->threads) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'b': if (cli_bn_mode(optarg, &a->bn) != 0) return MDGAN_EXIT_USAGE; break;
+        case 'h': usage(stdout); return MDGAN_EXIT_OK;
+        case ':': MDGAN_ERR("infer: option %s needs a value", argv[optind - 1]); return MDGAN_EXIT_USAGE;
+        default:
+            MDGAN_ERR("infer: unknown option '%s' (see %s infer --help)", argv[optind - 1], prog);
+            return MDGAN_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        MDGAN_ERR("infer: unexpected argument '%s'", argv[optind]);
+        return MDGAN_EXIT_USAGE;
+    }
+    if (!a->checkpoint || !a->input || !a->out) {
+        MDGAN_ERR("infer needs --checkpoint, --%s and --out (see %s infer --help)", input_opt, prog);
+        return MDGAN_EXIT_USAGE;
+    }
+    return -1;
+}
+
+int cli_main(const char *prog, int argc, char **argv, const CliCommand *cmds, void (*usage)(FILE *)) {
+    if (argc < 2) {
+        usage(stderr);
+        return MDGAN_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return MDGAN_EXIT_OK;
+    }
+    for (int k = 0; cmds[k].name; k++) {
+        if (strcmp(cmd, cmds[k].name) != 0) continue;
+        int rc = cmds[k].run(argc - 1, argv + 1);
+        if ((rc == MDGAN_EXIT_USAGE || rc == MDGAN_EXIT_RUNTIME) && mdgan_errmsg()[0]) mdgan_errprint(prog);
+        return rc;
+    }
+    fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, cmd, prog);
+    return MDGAN_EXIT_USAGE;
+}

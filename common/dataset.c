@@ -539,3 +539,9 @@ void dataset_batch(const Dataset *ds, const int *idx, int n, float *out) {
     size_t clip = (size_t)3 * ds->T * ds->H * ds->W;
     for (int i = 0; i < n; i++) dataset_clip(ds, idx[i], out + (size_t)i * clip);
 }
+
+void dataset_progress_stderr(void *ctx, int done, int total) {
+    (void)ctx;
+    if (done == total || done % 64 == 0) fprintf(stderr, "\rdecoding clips: %d/%d", done, total);
+    if (done == total) fputc('\n', stderr);
+}

@@ -828,6 +828,18 @@ int image_save_frames(const char *dir, const char *prefix, int digits, long firs
     return rc;
 }
 
+void image_upscale_nearest(float *out, const float *in, int C, int T, int H, int W, int k) {
+    const size_t ow = (size_t)W * k;
+    for (size_t plane = 0; plane < (size_t)C * T; plane++)
+        for (int y = 0; y < H; y++) {
+            const float *src = in + (plane * H + y) * W;
+            float *row = out + (plane * H * k + (size_t)y * k) * ow;
+            for (int x = 0; x < W; x++)
+                for (int j = 0; j < k; j++) row[(size_t)x * k + j] = src[x];
+            for (int j = 1; j < k; j++) memcpy(row + j * ow, row, ow * sizeof(float));
+        }
+}
+
 int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap) {
     Image sheet = {0};
     int rc = image_contact_sheet(&sheet, videos, nvideos, T, H, W, gap) != 0 || image_save_png(&sheet, path) != 0 ? -1 : 0;

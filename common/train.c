@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,17 +14,28 @@
 
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
+#include "mdgan/rng.h"
 
 // ---- signals ----
 
 static volatile sig_atomic_t stop_signal;
+static int signal_pipe[2] = {-1, -1};
 
 static void on_signal(int sig) {
     if (stop_signal == sig) signal(sig, SIG_DFL); // second time: let it kill us
     stop_signal = sig;
+    if (signal_pipe[1] >= 0) {
+        int saved = errno; // a handler must not change errno under the code it interrupted
+        char c = 1;
+        ssize_t w = write(signal_pipe[1], &c, 1); // a full pipe already wakes the poller
+        (void)w;
+        errno = saved;
+    }
 }
 
 void train_install_signals(void) {
+    if (signal_pipe[0] < 0 && pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
+        signal_pipe[0] = signal_pipe[1] = -1; // the flag alone still stops the loop between steps
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -33,6 +45,49 @@ void train_install_signals(void) {
 }
 
 int train_stop_signal(void) { return stop_signal; }
+int train_signal_fd(void) { return signal_pipe[0]; }
+int train_signal_exit_code(int sig) { return sig == SIGINT ? 130 : sig == SIGTERM ? 143 : 0; }
+
+// ---- data order ----
+
+int batch_order_init(BatchOrder *o, const int *train, int ntrain, int N, uint64_t seed) {
+    memset(o, 0, sizeof *o);
+    o->train = train, o->ntrain = ntrain, o->N = N, o->seed = seed;
+    o->steps_per_epoch = N > 0 ? ntrain / N : 0;
+    o->epoch[0] = o->epoch[1] = -1;
+    o->perm[0] = malloc((size_t)(ntrain > 0 ? ntrain : 1) * sizeof(int));
+    o->perm[1] = malloc((size_t)(ntrain > 0 ? ntrain : 1) * sizeof(int));
+    if (!o->perm[0] || !o->perm[1] || o->steps_per_epoch < 1) {
+        if (o->steps_per_epoch < 1) MDGAN_ERR("%d training clips are fewer than one batch of %d", ntrain, N);
+        else MDGAN_ERR("out of memory for the data order");
+        batch_order_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+void batch_order_free(BatchOrder *o) {
+    free(o->perm[0]), free(o->perm[1]);
+    memset(o, 0, sizeof *o);
+}
+
+void batch_order_get(BatchOrder *o, long step, int *idx) {
+    long epoch = step / o->steps_per_epoch, b = step % o->steps_per_epoch;
+    int k = o->epoch[0] == epoch ? 0 : o->epoch[1] == epoch ? 1 : -1;
+    if (k < 0) {
+        // Fisher-Yates over the training clips, seeded by (seed, epoch)
+        k = o->next, o->next ^= 1, o->epoch[k] = epoch;
+        Rng r;
+        rng_seed(&r, o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(epoch + 1)));
+        int *p = o->perm[k];
+        memcpy(p, o->train, (size_t)o->ntrain * sizeof(int));
+        for (int i = o->ntrain - 1; i > 0; i--) {
+            int j = (int)rng_below(&r, (uint64_t)i + 1), t = p[i];
+            p[i] = p[j], p[j] = t;
+        }
+    }
+    memcpy(idx, o->perm[k] + b * o->N, (size_t)o->N * sizeof(int));
+}
 
 // ---- checkpoint files ----
 

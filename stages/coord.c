@@ -372,24 +372,11 @@ done:
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
-        return MDGAN_EXIT_USAGE;
-    }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        usage(stdout);
-        return MDGAN_EXIT_OK;
-    }
-    int rc;
-    if (!strcmp(cmd, "predict")) rc = cmd_predict(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "data")) rc = cmd_data(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 1, argv + 1);
-    else rc = -1;
-    if (rc >= 0) {
-        if (rc != MDGAN_EXIT_OK) mdgan_errprint(PROG);
-        return rc;
-    }
-    fprintf(stderr, "%s: unknown command '%s' (see mdgan --help)\n", PROG, cmd);
-    return MDGAN_EXIT_USAGE;
+    static const CliCommand commands[] = {
+        {"predict", cmd_predict},
+        {"data", cmd_data},
+        {"eval", cmd_eval},
+        {NULL, NULL},
+    };
+    return cli_main(PROG, argc, argv, commands, usage);
 }

@@ -2,9 +2,7 @@
 // loss falls and every output is written; a SIGKILLed run resumed ends bit-identical
 // to one never interrupted; SIGTERM stops cleanly; damaged checkpoints, bad configs
 // and bad data get clear errors.
-#include <signal.h>
-
-#include "testutil.h"
+#include "testproc.h"
 
 #include "mdgan/fileio.h"
 #include "mdgan/train.h"
@@ -36,52 +34,10 @@ static int teardown(void **state) {
     return 0;
 }
 
-static int exists(const char *fmt, ...) {
-    char p[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p, sizeof p, fmt, ap);
-    va_end(ap);
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 // Runs train with extra arguments; returns the exit code, output in `out`.
 static int train(const char *run, const char *extra) {
     return run_cmd(out, sizeof out, "%s/mdgan-base train " TINY " --set data.root=%s --set run.dir=%s "
                    "--set run.name=%s %s", bin_dir(), data, tmp, run, extra);
-}
-
-// Every tensor of a equals b's bit for bit, and the step and RNG state agree.
-static void expect_same_checkpoint(const char *a, const char *b) {
-    StFile fa, fb;
-    if (st_open(&fa, a) != 0 || st_open(&fb, b) != 0) fail_msg("%s", mdgan_errmsg());
-    assert_int_equal(fa.ntensors, fb.ntensors);
-    size_t bytes = 0;
-    for (int i = 0; i < fa.ntensors; i++) {
-        const StTensor *ta = &fa.tensors[i], *tb = st_get(&fb, ta->name);
-        if (!tb) fail_msg("%s lacks %s", b, ta->name);
-        assert_int_equal(ta->nbytes, tb->nbytes);
-        if (memcmp(ta->data, tb->data, ta->nbytes) != 0) fail_msg("tensor %s differs between %s and %s", ta->name, a, b);
-        bytes += ta->nbytes;
-    }
-    assert_string_equal(st_meta_get(&fa, "step"), st_meta_get(&fb, "step"));
-    assert_string_equal(st_meta_get(&fa, "rng"), st_meta_get(&fb, "rng"));
-    printf("    %d tensors (%zu bytes) identical\n", fa.ntensors, bytes);
-    st_close(&fa), st_close(&fb);
-}
-
-// Starts `sh -c "exec <cmd>"` in the background; returns its pid.
-static pid_t spawn(const char *cmd) {
-    char full[4200];
-    snprintf(full, sizeof full, "exec %s", cmd);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", full, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
 }
 
 static double jsonl_val_l1(const char *path, int last) {
@@ -115,11 +71,11 @@ static void test_trains_and_writes_outputs(void **state) {
     const char *kinds[] = {"png", "gif", "json"};
     for (int s = 0; s <= 24; s += 12)
         for (int k = 0; k < 3; k++)
-            if (!exists("%s/fresh/samples/%s_%08d.%s", tmp, k == 2 ? "metrics_step" : "step", s, kinds[k]))
+            if (!exists("%s/fresh/samples/%s_%08d.%s", tmp, k == 2 ? "base_metrics_step" : "base_step", s, kinds[k]))
                 fail_msg("missing sample %s at step %d", kinds[k], s);
     // the validation L1 falls
     char jsonl[1024];
-    snprintf(jsonl, sizeof jsonl, "%s/fresh/metrics.jsonl", tmp);
+    snprintf(jsonl, sizeof jsonl, "%s/fresh/base_metrics.jsonl", tmp);
     double first = jsonl_val_l1(jsonl, 0), last = jsonl_val_l1(jsonl, 1);
     printf("    validation L1: step 0 %.4f, step 24 %.4f\n", first, last);
     assert_true(first > 0);
@@ -171,8 +127,8 @@ static void test_kill_and_resume_is_exact(void **state) {
     expect_same_checkpoint(a, b);
     // and the metrics log holds each evaluation once, as the uninterrupted run's does:
     // the lines the lost part wrote are dropped on resume, a missing one is redone
-    snprintf(a, sizeof a, "%s/straight/metrics.jsonl", tmp);
-    snprintf(b, sizeof b, "%s/metrics.jsonl", run_dir);
+    snprintf(a, sizeof a, "%s/straight/base_metrics.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/base_metrics.jsonl", run_dir);
     unsigned char *la, *lb;
     size_t na, nb;
     if (fio_read_all(a, &la, &na) != 0 || fio_read_all(b, &lb, &nb) != 0) fail_msg("%s", mdgan_errmsg());
@@ -341,7 +297,7 @@ static void test_bad_config_and_data(void **state) {
     rc = train("fresh", "--steps 2");
     printf("    %s", out);
     assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "already holds checkpoints"));
+    assert_non_null(strstr(out, "already holds base checkpoints"));
 }
 
 static void test_corrupt_frame_skips_clip(void **state) {

@@ -36,6 +36,10 @@ int ckpt_has_net(const StFile *f, const char *prefix, NetKind kind);
 // Width (ngf/ndf) from the first conv weight's output channels.
 int ckpt_net_width(const StFile *f, const char *prefix, NetKind kind, int *nf);
 
+// A non-negative integer from the metadata; -1 with a message naming the file and key
+// when it is missing or malformed.
+long ckpt_meta_long(const StFile *f, const char *key);
+
 // Builds and fills a generator (G1 or G2) for T frames of S x S from f, found under
 // "G1."/"G2." or, failing that, bare keys; its width comes from the weights.
 int ckpt_load_generator(Net *net, const StFile *f, NetKind kind, int T, int S);

@@ -45,6 +45,8 @@ typedef struct {
 // too-short clips count as done at once). Called from inside an OpenMP critical
 // section, from any thread, done increasing by one per call up to total. May be NULL.
 typedef void (*DatasetProgress)(void *ctx, int done, int total);
+// A DatasetProgress that rewrites "decoding clips: done/total" on stderr (for a terminal).
+void dataset_progress_stderr(void *ctx, int done, int total);
 
 // Fills *ds (overwritten, not freed first). On failure *ds is all {0} except
 // skipped_clips, which still counts the clips that were skipped. T >= 1, H and W in

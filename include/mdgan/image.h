@@ -85,6 +85,12 @@ int image_save_gif(const char *path,
                    const float *const *videos, // nvideos x (3, T, H, W) in [-1, 1]
                    int nvideos, int T, int H, int W, int delay_cs);
 
+// Nearest-neighbour enlargement by k of every frame of a clip, so small frames can be
+// judged by eye: out[c][t][y][x] = in[c][t][y / k][x / k].
+void image_upscale_nearest(float *out,      // (C, T, H*k, W*k)
+                           const float *in, // (C, T, H, W)
+                           int C, int T, int H, int W, int k);
+
 // image_contact_sheet written to path as PNG.
 int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap);
 // Frame t of video (3, T, H, W) in [-1, 1] -> DIR/<prefix><first + t>.png, the number

@@ -4,12 +4,37 @@
 // sha256 sidecars (keep the newest K, resume from the newest that verifies), a stop
 // flag set by SIGINT/SIGTERM, and progress lines with rate and ETA.
 #include <stddef.h>
+#include <stdint.h>
 
 // ---- signals ----
 // SIGINT/SIGTERM set a flag the loop checks between steps; a second signal of the
 // same kind restores the default action, so a stuck process can still be killed.
 void train_install_signals(void);
 int train_stop_signal(void);   // 0, or the signal number that asked to stop
+// Read end of a self-pipe the handler writes a byte to, so that a zmq_poll (or poll)
+// that watches it wakes at once on SIGINT/SIGTERM. -1 before train_install_signals.
+int train_signal_fd(void);
+// Exit code for a run stopped by signal sig: 130 (SIGINT), 143 (SIGTERM), else 0.
+int train_signal_exit_code(int sig);
+
+// ---- data order ----
+// The training clips of an epoch are a permutation of train[0..ntrain) seeded by
+// (seed, epoch), so the batch of any step follows from the step alone: a resumed run,
+// or a Refine-Net that asks for its batches ahead of time, needs no data state.
+typedef struct {
+    const int *train;
+    int ntrain, N;
+    uint64_t seed;
+    long steps_per_epoch;     // ntrain / N (a partial last batch is dropped)
+    long epoch[2];            // the two epochs cached (lookahead crosses one boundary)
+    int *perm[2];
+    int next;                 // cache slot to replace next
+} BatchOrder;
+
+int batch_order_init(BatchOrder *o, const int *train, int ntrain, int N, uint64_t seed);
+void batch_order_free(BatchOrder *o);
+// idx[0..N) = the clips of the batch of step (0-based).
+void batch_order_get(BatchOrder *o, long step, int *idx);
 
 // ---- checkpoint files: DIR/<stage>_step_<step>.safetensors (+ .sha256) ----
 void train_ckpt_path(char *out, size_t n, const char *dir, const char *stage, long step);

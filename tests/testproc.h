@@ -1,0 +1,86 @@
+#ifndef MDGAN_TESTPROC_H
+#define MDGAN_TESTPROC_H
+// Helpers of the tests that run the real executables as processes: background
+// children that are always killed and reaped, waiting for files, and comparing two
+// checkpoints tensor by tensor.
+#include <signal.h>
+
+#include "testutil.h"
+
+static inline int exists(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int exists(const char *fmt, ...) {
+    char p[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p, sizeof p, fmt, ap);
+    va_end(ap);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+// Starts `sh -c "exec <cmd>"` in the background; returns its pid.
+static inline pid_t spawn(const char *cmd) {
+    char full[8300];
+    snprintf(full, sizeof full, "exec %s", cmd);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", full, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+// Waits up to seconds for path to exist; 1 when it does.
+static inline int wait_for_file(const char *path, double seconds) {
+    for (int i = 0; i < (int)(seconds * 100); i++) {
+        if (exists("%s", path)) return 1;
+        usleep(10000);
+    }
+    return exists("%s", path);
+}
+
+// Waits up to seconds for a child to exit; its wait status, or -1 (still running).
+static inline int wait_child(pid_t pid, double seconds) {
+    int status;
+    for (int i = 0; i < (int)(seconds * 100); i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return status;
+        if (r < 0) return -1;
+        usleep(10000);
+    }
+    return -1;
+}
+
+// Sends sig and reaps the child (SIGKILL after 10 s if it is still there); its status.
+static inline int stop_child(pid_t pid, int sig) {
+    if (pid <= 0) return -1;
+    kill(pid, sig);
+    int status = wait_child(pid, 10);
+    if (status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    return status;
+}
+
+// Every tensor of a equals b's bit for bit, and the step and RNG state agree.
+static inline void expect_same_checkpoint(const char *a, const char *b) {
+    StFile fa, fb;
+    if (st_open(&fa, a) != 0 || st_open(&fb, b) != 0) fail_msg("%s", mdgan_errmsg());
+    assert_int_equal(fa.ntensors, fb.ntensors);
+    size_t bytes = 0;
+    for (int i = 0; i < fa.ntensors; i++) {
+        const StTensor *ta = &fa.tensors[i], *tb = st_get(&fb, ta->name);
+        if (!tb) fail_msg("%s lacks %s", b, ta->name);
+        assert_int_equal(ta->nbytes, tb->nbytes);
+        if (memcmp(ta->data, tb->data, ta->nbytes) != 0) fail_msg("tensor %s differs between %s and %s", ta->name, a, b);
+        bytes += ta->nbytes;
+    }
+    assert_string_equal(st_meta_get(&fa, "step"), st_meta_get(&fb, "step"));
+    assert_string_equal(st_meta_get(&fa, "rng"), st_meta_get(&fb, "rng"));
+    printf("    %d tensors (%zu bytes) identical\n", fa.ntensors, bytes);
+    st_close(&fa), st_close(&fb);
+}
+
+#endif
