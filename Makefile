@@ -107,7 +107,7 @@ demo:
 	ckpt=$$(ls $$run/checkpoints/base_step_*.safetensors | tail -n 1); \
 	echo "== Stage II: mdgan-base serve + mdgan-refine train over ZeroMQ"; \
 	bin/mdgan-base serve --checkpoint $$ckpt --config pipeline.conf >$$run/serve.out 2>$$run/serve.log & spid=$$!; \
-	trap "kill $$spid 2>/dev/null" EXIT; \
+	trap 'kill $$spid 2>/dev/null || true' EXIT; \
 	resume=""; ls $$run/checkpoints/refine_step_*.safetensors >/dev/null 2>&1 && resume="--resume $$run"; \
 	bin/mdgan-refine train --config pipeline.conf $$resume --minutes 5; \
 	kill $$spid; wait $$spid || true; \
@@ -125,7 +125,7 @@ demo:
 	echo "  animation:     $${sheet%.png}.gif"; \
 	echo "  videos:        $$run/y1/<video>/<clip>/frame_*.png (Stage I), $$run/y2/... (Stage II)"; \
 	echo "                 $$run/y2/contact_sheet.png"; \
-	echo "  metrics:       $${sheet%/*}/refine_metrics_step_*.json (validation: Y1, Y2, copy-first)"; \
+	echo "  metrics:       $$(ls $$run/samples/refine_metrics_step_*.json | tail -n 1) (validation: Y1, Y2, copy-first)"; \
 	echo "                 $$run/eval_y1.json, $$run/eval_y2.json (every clip), $$run/*_metrics.jsonl"
 
 BENCH_WIRE := $(BUILD)/bench/bench_wire

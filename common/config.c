@@ -496,12 +496,13 @@ int config_validate(const Config *c) {
                   c->data.frames, c->data.size, levels, levels == 1 ? "" : "s");
         return -1;
     }
+    // The client (refine) needs only the server's public key; the server both.
     const char *sk = c->transport.curve_server_key, *sec = c->transport.curve_secret_key;
-    if (!*sk != !*sec) {
-        MDGAN_ERR("transport.curve_server_key and transport.curve_secret_key must be set together");
+    if (*sec && !*sk) {
+        MDGAN_ERR("transport.curve_secret_key is set without transport.curve_server_key (the server's public key)");
         return -1;
     }
-    if (*sk && (!z85_key(sk) || !z85_key(sec))) {
+    if ((*sk && !z85_key(sk)) || (*sec && !z85_key(sec))) {
         MDGAN_ERR("transport.%s is not a CURVE key (40 Z85 characters)",
                   z85_key(sk) ? "curve_secret_key" : "curve_server_key");
         return -1;
@@ -575,6 +576,9 @@ int config_to_text(const Config *c, char **text) {
             break;
         }
         case CFG_STR:
+            // A secret never leaves the process in the canonical text (it is stored in
+            // checkpoints and hashed); the serving side takes it from its own config.
+            if (k->offset == offsetof(Config, transport.curve_secret_key)) field = "";
             // Bounded: a struct edited in code may lack its NUL.
             if (*field) text_add(&t, "%s = %.*s\n", k->key, (int)strnlen(field, k->size), field);
             else text_add(&t, "%s =\n", k->key);

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "mdgan/error.h"
@@ -78,9 +81,33 @@ static int identity_mismatch(const DpServer *srv, const char *text, char *why, s
 }
 
 int dataplane_cap_frames(void *sock, size_t max_payload) {
-    int64_t max = (int64_t)max_payload + WIRE_ENVELOPE_BYTES + WIRE_MAX_TEXT;
+    int64_t max = (int64_t)max_payload + WIRE_ENVELOPE_BYTES + WIRE_TENSOR_HEADER_BYTES + WIRE_MAX_TEXT;
     if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) {
         MDGAN_ERR("cannot set ZMQ_MAXMSGSIZE: %s", zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int dataplane_ipc_claim(const char *endpoint) {
+    const char *path = endpoint + 6;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) return 0; // wire_endpoint refuses it with the reason
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        MDGAN_ERR("cannot create a probe socket: %s", strerror(errno));
+        return -1;
+    }
+    int live = connect(fd, (const struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (live) {
+        MDGAN_ERR("another server is serving on %s: stop it first, or choose another transport.data_endpoint",
+                  endpoint);
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+        MDGAN_ERR("cannot remove the stale socket file %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -97,7 +124,8 @@ static int serve_batch(DpServer *srv, void *sock, const WireMsg *m) {
     const WireTensor *t = &m->t[0];
     uint32_t status = WIRE_E_REQUEST;
     if (m->ntensors != 1 || t->dtype != WIRE_I64 || t->ndim != 1) {
-        snprintf(why, sizeof why, "BATCH wants one 1-D I64 tensor of clip indices, got %d tensor(s)", m->ntensors);
+        snprintf(why, sizeof why, "BATCH wants one 1-D I64 tensor of clip indices, got %d tensor(s)%s", m->ntensors,
+                 m->ntensors == 1 ? " of another dtype or rank" : "");
     } else if (t->shape[0] > srv->max_batch) {
         snprintf(why, sizeof why, "BATCH of %lld clips is more than the %d this server sends in one reply",
                  (long long)t->shape[0], srv->max_batch);
@@ -244,6 +272,14 @@ static int client_open_socket(DpClient *c) {
     if (wire_socket_setup(c->sock, c->endpoint, 0, 1000, c->curve_server_key, "") != 0 ||
         dataplane_cap_frames(c->sock, c->lim.max_payload) != 0)
         return -1;
+    // ZMTP heartbeats: a tcp peer that vanishes without closing the connection still
+    // shows as a disconnection after 10 s
+    int ivl = 2000, hb_timeout = 10000;
+    if (zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl) != 0 ||
+        zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) != 0) {
+        MDGAN_ERR("cannot set heartbeats on the data socket: %s", zmq_strerror(errno));
+        return -1;
+    }
     // a Base-Net that goes away shows as a DISCONNECTED event on this monitor
     snprintf(c->mon_endpoint, sizeof c->mon_endpoint, "inproc://dp-monitor-%d", serial++);
     if (zmq_socket_monitor(c->sock, c->mon_endpoint, ZMQ_EVENT_DISCONNECTED) != 0 ||
@@ -350,13 +386,23 @@ static int client_hello(DpClient *c) {
         if (client_open_socket(c) != 0) break;
         const uint64_t id = ++c->hello_id;
         if (wire_send(c->sock, NULL, 0, DP_HELLO, WIRE_OK, id, text, NULL, 0, NULL) != 0) break;
-        // one HELLO per socket: wait for it, start again on a disconnection
-        int got = 0;
+        // one HELLO per socket: wait for it, start again on a disconnection (after a
+        // pause, so that a peer that drops us at once is not hammered)
+        int got = 0, dropped = 0;
         while (!got && train_now() < deadline) {
             int r = client_poll(c, 250);
             if (r < 0) goto out;
-            if (r == 2) break;
-            if (r == 0) continue;
+            if (r == 2) {
+                dropped = 1;
+                break;
+            }
+            if (r == 0) {
+                const double waited = train_now() - (deadline - c->timeout_s);
+                if ((int)waited / 10 != (int)(waited - 0.25) / 10)
+                    fprintf(stderr, "refine: still waiting for a Base-Net at %s (%.0f of %d s)\n", c->endpoint, waited,
+                            c->timeout_s);
+                continue;
+            }
             WireMsg m;
             char why[256];
             int st = client_recv(c, &m, why, sizeof why);
@@ -375,6 +421,12 @@ static int client_hello(DpClient *c) {
                     json_decref(r_), wire_msg_free(&m);
                     goto out;
                 }
+                if (c->g1_sha256[0] && strcmp(c->g1_sha256, g1) != 0) { // the server agreed, but check
+                    MDGAN_ERR("the Base-Net at %s serves G1 %.12s..., not the %.12s... this run trained with",
+                              c->endpoint, g1, c->g1_sha256);
+                    json_decref(r_), wire_msg_free(&m);
+                    goto out;
+                }
                 snprintf(c->g1_sha256, sizeof c->g1_sha256, "%s", g1);
                 json_decref(r_);
                 got = 1;
@@ -387,6 +439,7 @@ static int client_hello(DpClient *c) {
             rc = 0;
             break;
         }
+        if (dropped) usleep(250000);
         if (train_now() >= deadline) {
             MDGAN_ERR("no Base-Net answered at %s within %d s (transport.timeout_s): start `mdgan-base serve` "
                       "there, or give --base ENDPOINT", c->endpoint, c->timeout_s);
@@ -500,9 +553,11 @@ int dataplane_wait(DpClient *c, uint64_t tag, float *y, float *y1) {
             MDGAN_ERR("the Base-Net at %s answered request %llu with an error (%s): %s", c->endpoint,
                       (unsigned long long)m.id, wire_status_name(m.status), m.text);
         } else if (q && !q->done) {
-            const size_t want = (size_t)q->n * 3 * c->id.frames * c->id.size * c->id.size * sizeof(float);
-            if (m.ntensors != 2 || m.t[0].dtype != WIRE_F32 || m.t[1].dtype != WIRE_F32 || m.t[0].nbytes != want ||
-                m.t[1].nbytes != want) {
+            const int64_t shape[5] = {q->n, 3, c->id.frames, c->id.size, c->id.size};
+            int ok = m.ntensors == 2;
+            for (int k = 0; k < 2 && ok; k++)
+                ok = m.t[k].dtype == WIRE_F32 && m.t[k].ndim == 5 && !memcmp(m.t[k].shape, shape, sizeof shape);
+            if (!ok) {
                 MDGAN_ERR("the Base-Net at %s answered request %llu with tensors of another shape than %d clips of "
                           "%d frames of %dx%d", c->endpoint, (unsigned long long)m.id, q->n, c->id.frames, c->id.size,
                           c->id.size);

@@ -140,7 +140,7 @@ static void *create(const TrainEnv *env, Rng *rng) {
         destroy(r);
         return NULL;
     }
-    if (r->args && r->args->init_g2 && init_g2(r, r->args->init_g2) != 0) {
+    if (r->args && r->args->init_g2 && !env->resuming && init_g2(r, r->args->init_g2) != 0) {
         destroy(r);
         return NULL;
     }
@@ -165,6 +165,14 @@ static int load(void *self, const StFile *ck) {
     if (ckpt_load_net(ck, &r->s.g, "G2", 1) != 0 || ckpt_load_net(ck, &r->s.d, "D2", 1) != 0) return -1;
     const char *g1 = st_meta_get(ck, "g1_sha256");
     if (g1) snprintf(r->g1_sha256, sizeof r->g1_sha256, "%s", g1);
+    // Y1 comes from where it came from: a resumed run that switched would train on
+    // other inputs (8-bit PNG clips instead of G1's floats, or the other way round)
+    const char *disk = st_meta_get(ck, "base_outputs"), *now = r->args ? r->args->base_outputs : NULL;
+    if (!disk != !now || (disk && strcmp(disk, now) != 0)) {
+        if (disk) MDGAN_ERR("%s was trained from --base-outputs %s: resume it with the same", ck->path, disk);
+        else MDGAN_ERR("%s was trained from a serving Base-Net: resume it without --base-outputs", ck->path);
+        return -1;
+    }
     return 0;
 }
 

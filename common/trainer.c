@@ -153,7 +153,18 @@ static int setup_config(Loop *lp, const TrainArgs *a, StFile *ck, char *ckpath, 
         return -1;
     if (config_to_text(&lp->cfg, &lp->cfg_text) != 0) return -1;
     fio_sha256_hex(lp->cfg_text, strlen(lp->cfg_text), lp->cfg_text_sha);
-    if (a->resume && config_compatible(st, st_meta_get(ck, "config"), lp->cfg_text, ckpath) != 0) return -1;
+    if (a->resume) {
+        // the stored text in this version's canonical form (a checkpoint of an older
+        // version lacks later keys: their defaults), so lines compare key by key
+        Config stored;
+        char *stored_text;
+        config_defaults(&stored);
+        if (config_parse(&stored, st_meta_get(ck, "config"), ckpath) != 0 || config_to_text(&stored, &stored_text) != 0)
+            return -1;
+        int rc = config_compatible(st, stored_text, lp->cfg_text, ckpath);
+        free(stored_text);
+        if (rc != 0) return -1;
+    }
     st->schedule(&lp->cfg, &lp->sch);
     return 0;
 }
@@ -447,7 +458,7 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
     rc = MDGAN_EXIT_RUNTIME;
     if (batch_order_init(&lp->order, lp->train, lp->ntrain, N, c->run.seed) != 0) goto done;
     rng_seed(&lp->rng, c->run.seed);
-    const TrainEnv env = {c, &lp->ds, lp->val, lp->nval, &lp->order, lp->run_dir, a->stage_args};
+    const TrainEnv env = {c, &lp->ds, lp->val, lp->nval, &lp->order, lp->run_dir, a->stage_args, a->resume != NULL};
     if (!(lp->self = st->create(&env, &lp->rng))) {
         // a bad peer or input is the user's to fix; a failed allocation is not
         rc = strstr(mdgan_errmsg(), "out of memory") ? MDGAN_EXIT_RUNTIME : MDGAN_EXIT_USAGE;
@@ -488,11 +499,14 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
     if (a->minutes > 0) lp->prog.deadline = t0 + a->minutes * 60;
     int stop = 0, saved = 0;
     char path[4096] = "";
+    int failed = 0; // a step or an evaluation failed (a peer gone for good): save, then exit 1
     while (lp->step < lp->total_steps && !stop && !train_stop_signal()) {
         batch_order_get(&lp->order, lp->step, idx);
         if (st->step(lp->self, lp->step, idx, lp->losses) != 0) {
-            if (train_stop_signal()) break; // interrupted while waiting: the step is redone on resume
-            goto done;
+            // nothing of this step happened (a stage's step fails before it changes its
+            // models): the state is the one after lp->step steps, and resume redoes it
+            failed = !train_stop_signal();
+            break;
         }
         lp->step++;
         double total = 0;
@@ -510,25 +524,36 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
         const int out_of_time = a->minutes > 0 && train_now() - t0 >= a->minutes * 60;
         stop = sig || out_of_time;
         saved = 0;
+        // A signal evaluates only on schedule, so a run stopped and resumed logs what an
+        // uninterrupted one does; the end of the budget (--minutes) is the run's end.
         const int eval_due =
-            lp->nval > 0 && (lp->step % lp->sch.sample_every == 0 || lp->step == lp->total_steps || stop);
+            lp->nval > 0 && (lp->step % lp->sch.sample_every == 0 || lp->step == lp->total_steps || out_of_time);
         if (lp->step % lp->sch.ckpt_every == 0 || lp->step == lp->total_steps || stop) {
             if (save_checkpoint(lp, path, sizeof path, eval_due) != 0) goto done;
             saved = 1;
         }
         if (eval_due && evaluate(lp) != 0) {
-            if (train_stop_signal()) break;
-            goto done;
+            failed = !train_stop_signal();
+            break;
         }
         if (sig) progress_note(&lp->prog, "%s: stopped by signal %d after step %ld", st->name, sig, lp->step);
         else if (out_of_time) progress_note(&lp->prog, "%s: %.1f minutes of training done", st->name, a->minutes);
     }
     if (!saved && lp->step > 0) {
-        // stopped before a step (a signal while waiting for data), or resumed at the end:
-        // the state is the one at lp->step, saved unless that checkpoint is there already
+        // stopped before a step (a signal or a failure while waiting for data), or resumed
+        // at the end: the state is the one at lp->step, saved unless that checkpoint is
+        // there already; the failure's message is kept
+        char why[1024];
+        snprintf(why, sizeof why, "%s", mdgan_errmsg());
         train_ckpt_path(path, sizeof path, lp->ckpt_dir, st->name, lp->step);
         if (fio_verify_sha256_sidecar(path) != 0 && save_checkpoint(lp, path, sizeof path, 0) != 0) goto done;
         mdgan_errclear();
+        if (failed) {
+            MDGAN_ERR("%s (the state after step %ld is saved in %s: resume it)", why, lp->step, path);
+            goto done;
+        }
+    } else if (failed) {
+        goto done;
     }
     if (!path[0]) train_ckpt_latest(path, sizeof path, lp->ckpt_dir, st->name);
     char summary[256] = "";
@@ -539,6 +564,8 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
                   st->name, lp->step, lp->metrics_path);
     rc = train_signal_exit_code(train_stop_signal());
 done:
+    // whatever failed, a stop that a signal asked for exits as one
+    if (rc != MDGAN_EXIT_OK && train_stop_signal()) rc = train_signal_exit_code(train_stop_signal());
     st_close(&ck);
     free(idx);
     if (lp->self) st->destroy(lp->self);

@@ -647,7 +647,7 @@ static int send_impl(void *sock, const unsigned char *route, size_t route_len, u
     // payload among them comes back through hold_zmq_free with keep still 1).
     e = errno;
     for (int j = k; j < nf; j++) zmq_msg_close(&f[j]);
-    if (k > 0 && k + 1 < nf) zmq_send(sock, NULL, 0, ZMQ_DONTWAIT);   // end the message; failure ignored
+    if (k > 0) zmq_send(sock, NULL, 0, ZMQ_DONTWAIT);   // end the message (the last frame failed too); failure ignored
     int given = 0;
     for (int i = 0; i < n; i++) {
         if (!hold[i]) continue;

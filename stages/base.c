@@ -212,9 +212,7 @@ static int cmd_serve(int argc, char **argv) {
     g.T = T, g.S = S;
     if (ckpt_load_generator(&g.g, &f, NET_G1, T, S) != 0) goto done;
     st_close(&f);
-    rc = MDGAN_EXIT_RUNTIME;
-    if (fio_sha256_file(ckpt, g1_sha) != 0) goto done;
-    rc = MDGAN_EXIT_USAGE;
+    ckpt_net_sha256(&g.g, g1_sha);
     fprintf(stderr, "base serve: reading %s (%d frames of %dx%d)\n", c.data.root, T, S, S);
     if (dataset_open(&ds, c.data.root, T, S, S, isatty(2) ? dataset_progress_stderr : NULL, NULL) != 0) goto done;
     snprintf(run_dir, sizeof run_dir, "%s/%s", c.run.dir, c.run.name);
@@ -226,10 +224,16 @@ static int cmd_serve(int argc, char **argv) {
         goto done;
     }
     rc = MDGAN_EXIT_USAGE;
-    if (wire_socket_setup(sock, endpoint, 1, 1000, c.transport.curve_server_key, c.transport.curve_secret_key) != 0 ||
-        dataplane_cap_frames(sock, (size_t)c.transport.max_message_mb << 20) != 0)
+    if (c.transport.curve_server_key[0] && !c.transport.curve_secret_key[0]) {
+        MDGAN_ERR("transport.curve_server_key is set but transport.curve_secret_key is not: the serving side "
+                  "needs the secret key of the pair");
         goto done;
-    if (strncmp(endpoint, "ipc://", 6) == 0) unlink(endpoint + 6); // a socket file left by a killed server
+    }
+    // requests are small (clip indices, a HELLO): a peer's larger frame is cut off
+    if (wire_socket_setup(sock, endpoint, 1, 1000, c.transport.curve_server_key, c.transport.curve_secret_key) != 0 ||
+        dataplane_cap_frames(sock, 0) != 0)
+        goto done;
+    if (strncmp(endpoint, "ipc://", 6) == 0 && dataplane_ipc_claim(endpoint) != 0) goto done;
     if (zmq_bind(sock, endpoint) != 0) {
         MDGAN_ERR("cannot bind the data endpoint %s: %s", endpoint, zmq_strerror(errno));
         goto done;
@@ -239,8 +243,7 @@ static int cmd_serve(int argc, char **argv) {
     DpServer srv = {.ds = &ds, .g1_sha256 = g1_sha, .checkpoint = ckpt, .produce = g1_produce, .ctx = &g};
     dataplane_identity(&ds, &srv.id);
     srv.lim.max_payload = (size_t)c.transport.max_message_mb << 20;
-    const size_t clip_bytes = (size_t)3 * T * S * S * sizeof(float);
-    srv.max_batch = (int)(srv.lim.max_payload / clip_bytes < 256 ? srv.lim.max_payload / clip_bytes : 256);
+    srv.max_batch = c.refine.batch; // the G1 memory a reply may take: the refine batch of this config
     printf("serving %s\n", endpoint); // on stdout, for whoever started us
     fflush(stdout);
     fprintf(stderr, "base serve: G1 of %s (sha256 %.12s...) for %d clips on %s; SIGTERM stops\n", ckpt, g1_sha,

@@ -88,7 +88,7 @@ static void test_defaults(void **state) {
     assert_int_equal(c.data.size, 32);
     assert_true(c.base.lr == 2e-4 && c.refine.lambda_rank == 1.0 && c.coord.restart == 1);
     assert_true(c.run.seed == 1);
-    assert_string_equal(c.refine.rank_form, "paper");
+    assert_string_equal(c.refine.rank_form, "bounded");
     assert_int_equal(c.transport.timeout_s, 60);
     assert_null(config_find("base", "lambda_rank"));
     assert_null(config_find("nope", "ngf"));
@@ -336,8 +336,8 @@ static void test_validate(void **state) {
         {"run.name=", NULL, "run.name must not be empty"},
         {"run.name=a/b", NULL, "run.name = 'a/b' must be a plain name"},
         {"data.root=", NULL, "data.root must not be empty"},
-        {"transport.curve_server_key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", NULL,
-         "curve_server_key and transport.curve_secret_key must be set together"},
+        {"transport.curve_secret_key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", NULL,
+         "transport.curve_secret_key is set without transport.curve_server_key"},
         {"transport.curve_server_key=short", "transport.curve_secret_key=short", "not a CURVE key"},
         {"transport.data_endpoint=tcp://0.0.0.0:5555", NULL, "transport.data_endpoint = 'tcp://0.0.0.0:5555' is not a local endpoint"},
         {"transport.control_endpoint=udp://x", NULL, "transport.control_endpoint = 'udp://x': expected an ipc:// or tcp://"},
@@ -366,6 +366,19 @@ static void test_validate(void **state) {
     assert_int_equal(config_set(&c, "transport.data_endpoint=tcp://10.0.0.2:5555"), 0);
     assert_int_equal(config_set(&c, "transport.curve_server_key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"), 0);
     assert_int_equal(config_set(&c, "transport.curve_secret_key=JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"), 0);
+    if (config_validate(&c) != 0) fail_msg("%s", mdgan_errmsg());
+    // one data-plane request holds at most 256 clips; 32 requests in flight at most
+    expect_error(config_set(&c, "refine.batch=257"), "bad value '257' for refine.batch: expected an integer in [1, 256]",
+                 NULL);
+    expect_error(config_set(&c, "transport.inflight=33"), "for transport.inflight: expected an integer in [1, 32]", NULL);
+    // the secret key stays out of the canonical text (it goes into checkpoints)
+    char *text;
+    assert_int_equal(config_to_text(&c, &text), 0);
+    assert_null(strstr(text, "JTKVSB"));
+    assert_non_null(strstr(text, "curve_secret_key =\n"));
+    free(text);
+    // a client needs only the server's public key
+    assert_int_equal(config_set(&c, "transport.curve_secret_key="), 0);
     if (config_validate(&c) != 0) fail_msg("%s", mdgan_errmsg());
     // both ranking-loss forms validate
     for (int i = 0; i < 2; i++) {
@@ -421,12 +434,12 @@ static void test_refine_keys(void **state) {
     // both keys are in the canonical text, so they count in the config hash
     char *text;
     assert_int_equal(config_to_text(&c, &text), 0);
-    assert_non_null(strstr(text, "\nrank_form = paper\n"));
+    assert_non_null(strstr(text, "\nrank_form = bounded\n"));
     assert_non_null(strstr(text, "\ntimeout_s = 86400\n"));
     free(text);
     char h1[65], h2[65];
     assert_int_equal(config_sha256(&c, h1), 0);
-    assert_int_equal(config_set(&c, "refine.rank_form=bounded"), 0);
+    assert_int_equal(config_set(&c, "refine.rank_form=paper"), 0);
     assert_int_equal(config_sha256(&c, h2), 0);
     assert_string_not_equal(h1, h2);
 }

@@ -10,6 +10,7 @@
 #include <zlib.h>
 #include <zmq.h>
 
+#include "mdgan/ckpt.h"
 #include "mdgan/fileio.h"
 #include "mdgan/train.h"
 #include "mdgan/wire.h"
@@ -23,13 +24,14 @@ static char out[65536];
 
 static pid_t server = -1;
 
-// Starts mdgan-base serve on `endpoint` for `root`, waits until it says it serves.
-static pid_t start_server(const char *root, const char *log) {
+// Starts mdgan-base serve of checkpoint ck on endpoint ep for root; waits until it
+// says it serves.
+static pid_t start_server_at(const char *ck, const char *ep, const char *root, const char *log) {
     char cmd[4096], line[4096];
     snprintf(line, sizeof line, "%s.ready", log);
     unlink(line);
     snprintf(cmd, sizeof cmd, "%s/mdgan-base serve --checkpoint %s --set data.root=%s "
-             "--set transport.data_endpoint=%s >%s.ready 2>>%s", bin_dir(), base_ckpt, root, endpoint, log, log);
+             "--set transport.data_endpoint=%s >%s.ready 2>>%s", bin_dir(), ck, root, ep, log, log);
     pid_t pid = spawn(cmd);
     for (int i = 0; i < 3000; i++) {
         unsigned char *buf;
@@ -46,6 +48,8 @@ static pid_t start_server(const char *root, const char *log) {
     return -1;
 }
 
+static pid_t start_server(const char *root, const char *log) { return start_server_at(base_ckpt, endpoint, root, log); }
+
 static int setup(void **state) {
     (void)state;
     make_tmpdir(tmp, sizeof tmp);
@@ -54,7 +58,8 @@ static int setup(void **state) {
     snprintf(endpoint, sizeof endpoint, "ipc://%s/data.sock", tmp);
     int rc = run_cmd(out, sizeof out, "%s/mdgan data synth --out %s --clips 10 --frames 8 --size 32 --per-video 2 && "
                      "%s/mdgan data synth --out %s --clips 10 --frames 8 --size 32 --per-video 2 --seed 7 && "
-                     "%s/mdgan-base train " TINY " --set data.root=%s --set run.dir=%s --set run.name=base --steps 6",
+                     "%s/mdgan-base train " TINY " --set data.root=%s --set run.dir=%s --set run.name=base --steps 6 "
+                     "--set base.ckpt_every=3",
                      bin_dir(), data, bin_dir(), other, bin_dir(), data, tmp);
     if (rc != 0) {
         fprintf(stderr, "setup failed (%d): %s\n", rc, out);
@@ -122,11 +127,15 @@ static void test_trains_with_outputs(void **state) {
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         if (!strstr((char *)log, keys[k])) fail_msg("%s lacks %s:\n%s", jsonl, keys[k], log);
     free(log);
-    // the checkpoint records the G1 it trained against
-    StFile f;
-    if (st_open(&f, path) != 0) fail_msg("%s", mdgan_errmsg());
+    // the checkpoint records the G1 it trained against: the digest of G1's weights
+    StFile f, fb;
+    Net g = {0};
     char g1[65];
-    assert_int_equal(fio_sha256_file(base_ckpt, g1), 0);
+    if (st_open(&fb, base_ckpt) != 0 || ckpt_load_generator(&g, &fb, NET_G1, 8, 32) != 0) fail_msg("%s", mdgan_errmsg());
+    ckpt_net_sha256(&g, g1);
+    net_free(&g);
+    st_close(&fb);
+    if (st_open(&f, path) != 0) fail_msg("%s", mdgan_errmsg());
     assert_string_equal(st_meta_get(&f, "g1_sha256"), g1);
     assert_non_null(st_get(&f, "G2.downConv1.weight"));
     assert_non_null(st_get(&f, "adam.D2.conv1.weight.exp_avg"));
@@ -203,6 +212,32 @@ static void test_refine_killed_and_resumed(void **state) {
     reference(target, a, sizeof a);
     ckpt_of(b, sizeof b, "killed", target);
     expect_same_checkpoint(a, b);
+    // and the metrics logs hold the same lines, byte for byte
+    snprintf(a, sizeof a, "%s/straight%ld/refine_metrics.jsonl", tmp, target);
+    snprintf(b, sizeof b, "%s/killed/refine_metrics.jsonl", tmp);
+    unsigned char *la, *lb;
+    size_t na, nb;
+    if (fio_read_all(a, &la, &na) != 0 || fio_read_all(b, &lb, &nb) != 0) fail_msg("%s", mdgan_errmsg());
+    if (na != nb || memcmp(la, lb, na) != 0) fail_msg("metrics logs differ:\n%s\n--- resumed:\n%s", la, lb);
+    printf("    refine_metrics.jsonl identical (%zu bytes)\n", na);
+    free(la), free(lb);
+}
+
+// A resumed run meets a Base-Net that serves another G1 (an earlier checkpoint): refused.
+static void test_resume_refuses_other_g1(void **state) {
+    (void)state;
+    char ck12[1300], ep2[700], log[700], ck3[1200];
+    reference(12, ck12, sizeof ck12);
+    snprintf(ep2, sizeof ep2, "ipc://%s/other_g1.sock", tmp);
+    snprintf(log, sizeof log, "%s/serve_g1at3.log", tmp);
+    snprintf(ck3, sizeof ck3, "%s/base/checkpoints/base_step_00000003.safetensors", tmp);
+    pid_t pid = start_server_at(ck3, ep2, data, log);
+    int rc = run_cmd(out, sizeof out, "%s/mdgan-refine train --resume %s --steps 13 --set transport.data_endpoint=%s",
+                     bin_dir(), ck12, ep2);
+    stop_child(pid, SIGTERM);
+    printf("    %s", strstr(out, "refused") ? strstr(out, "refused") : out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "another G1"));
 }
 
 // Raw messages to the real server: each malformed one gets an error reply naming what
@@ -323,16 +358,76 @@ static void test_init_g2(void **state) {
     assert_non_null(strstr(out, "data.sock.missing"));
 }
 
+// SIGTERM while the Base-Net is gone: the trainer stops waiting, saves the state it has
+// (no step half done) and exits 143; a resume against a Base-Net that is back goes on.
+static void test_sigterm_while_waiting(void **state) {
+    (void)state;
+    char log[700], ck3[1300], cmd[4096], slog[700];
+    snprintf(log, sizeof log, "%s/sigterm.log", tmp);
+    snprintf(slog, sizeof slog, "%s/serve3.log", tmp);
+    ckpt_of(ck3, sizeof ck3, "sigterm", 3);
+    snprintf(cmd, sizeof cmd, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s --set run.name=sigterm "
+             "--set transport.data_endpoint=%s --steps 100000 " SCHED " >%s 2>&1", bin_dir(), data, tmp, endpoint, log);
+    pid_t pid = spawn(cmd);
+    if (!wait_for_file(ck3, 120)) {
+        stop_child(pid, SIGKILL);
+        fail_msg("no step-3 checkpoint (log %s)", log);
+    }
+    stop_child(server, SIGKILL);
+    server = -1;
+    usleep(1500000);
+    int st = stop_child(pid, SIGTERM);
+    server = start_server(data, slog);
+    unsigned char *text;
+    size_t n;
+    if (fio_read_all(log, &text, &n) != 0) fail_msg("%s", mdgan_errmsg());
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 143)) fail_msg("status %d, expected exit 143:\n%s", st, text);
+    assert_non_null(strstr((char *)text, "went away"));
+    free(text);
+    char dir[1100], latest[2048];
+    snprintf(dir, sizeof dir, "%s/sigterm/checkpoints", tmp);
+    assert_int_equal(train_ckpt_latest(latest, sizeof latest, dir, "refine"), 0);
+    printf("    exit 143 while waiting; newest checkpoint %s\n", strrchr(latest, '/') + 1);
+    int rc = run_cmd(out, sizeof out, "%s/mdgan-refine train --resume %s/sigterm --steps 14", bin_dir(), tmp);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
+}
+
+// A run trained from --base-outputs is not resumed from a Base-Net (other inputs).
+static void test_resume_keeps_y1_source(void **state) {
+    (void)state;
+    if (!exists("%s/fromdisk/checkpoints", tmp)) skip();
+    int rc = run_cmd(out, sizeof out, "%s/mdgan-refine train --resume %s/fromdisk --steps 6", bin_dir(), tmp);
+    printf("    %s", out + (strlen(out) > 200 ? strlen(out) - 200 : 0));
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "trained from --base-outputs"));
+}
+
+// A second server on a live server's socket is refused, and the first goes on serving.
+static void test_second_server_refused(void **state) {
+    (void)state;
+    int rc = run_cmd(out, sizeof out, "timeout 60 %s/mdgan-base serve --checkpoint %s --set data.root=%s "
+                     "--set transport.data_endpoint=%s", bin_dir(), base_ckpt, data, endpoint);
+    printf("    %s", out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "another server is serving"));
+    rc = refine("afterdup", "--steps 2");
+    if (rc != 0) fail_msg("the first server no longer serves (%d):\n%s", rc, out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trains_with_outputs),
         cmocka_unit_test(test_base_killed_and_restarted),
         cmocka_unit_test(test_refine_killed_and_resumed),
+        cmocka_unit_test(test_resume_refuses_other_g1),
         cmocka_unit_test(test_server_answers_bad_requests),
         cmocka_unit_test(test_hello_refuses_other_dataset),
         cmocka_unit_test(test_no_server_times_out),
         cmocka_unit_test(test_base_outputs),
         cmocka_unit_test(test_init_g2),
+        cmocka_unit_test(test_resume_keeps_y1_source),
+        cmocka_unit_test(test_sigterm_while_waiting),
+        cmocka_unit_test(test_second_server_refused),
     };
     return cmocka_run_group_tests_name("refine_train", tests, setup, teardown);
 }

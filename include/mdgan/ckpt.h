@@ -36,6 +36,11 @@ int ckpt_has_net(const StFile *f, const char *prefix, NetKind kind);
 // Width (ngf/ndf) from the first conv weight's output channels.
 int ckpt_net_width(const StFile *f, const char *prefix, NetKind kind, int *nf);
 
+// sha256 (hex) of a network's values: every parameter and running statistic in table
+// order, little-endian float32, and the BatchNorm batch count. The same weights give
+// the same digest whatever file (or copy, or re-save) they came from.
+void ckpt_net_sha256(const Net *net, char hex[65]);
+
 // A non-negative integer from the metadata; -1 with a message naming the file and key
 // when it is missing or malformed.
 long ckpt_meta_long(const StFile *f, const char *key);

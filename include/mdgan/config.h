@@ -75,20 +75,20 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(base, keep,                CFG_INT,    1, 1000,     CFG_CLOSED,  "3") \
     X(refine, ngf,               CFG_INT,    1, 1024,     CFG_CLOSED,  "16") \
     X(refine, ndf,               CFG_INT,    1, 1024,     CFG_CLOSED,  "16") \
-    X(refine, batch,             CFG_INT,    1, 65536,    CFG_CLOSED,  "4") \
-    X(refine, epochs,            CFG_INT,    1, 1000000,  CFG_CLOSED,  "20") \
+    X(refine, batch,             CFG_INT,    1, 256,      CFG_CLOSED,  "4") \
+    X(refine, epochs,            CFG_INT,    1, 1000000,  CFG_CLOSED,  "60") \
     X(refine, lr,                CFG_DOUBLE, 0, 1,        CFG_LO_OPEN, "2e-4") \
     X(refine, beta1,             CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.5") \
     X(refine, beta2,             CFG_DOUBLE, 0, 1,        CFG_HI_OPEN, "0.999") \
     X(refine, lambda_l1,         CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "100") \
     X(refine, lambda_rank,       CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
-    X(refine, rank_form,         CFG_STR,    0, 0,        CFG_CLOSED,  "paper") \
+    X(refine, rank_form,         CFG_STR,    0, 0,        CFG_CLOSED,  "bounded") \
     X(refine, ckpt_every,        CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, sample_every,      CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, keep,              CFG_INT,    1, 1000,     CFG_CLOSED,  "3") \
     X(transport, data_endpoint,  CFG_STR,    0, 0,        CFG_CLOSED,  "") \
     X(transport, control_endpoint, CFG_STR,  0, 0,        CFG_CLOSED,  "") \
-    X(transport, inflight,       CFG_INT,    1, 1024,     CFG_CLOSED,  "2") \
+    X(transport, inflight,       CFG_INT,    1, 32,       CFG_CLOSED,  "2") \
     X(transport, max_message_mb, CFG_INT,    1, 65536,    CFG_CLOSED,  "256") \
     X(transport, timeout_s,      CFG_INT,    1, 86400,    CFG_CLOSED,  "60") \
     X(transport, curve_server_key, CFG_STR,  0, 0,        CFG_CLOSED,  "") \
@@ -137,7 +137,8 @@ int config_validate(const Config *c);
 // Canonical INI text of every value (malloc'd, caller frees): table order, one
 // "key = value" per line, doubles in the shortest form that reads back to the same
 // bits, bools as true/false. Comments and spacing of the source do not show, so
-// the sha256 of this text identifies the configuration.
+// the sha256 of this text identifies the configuration. transport.curve_secret_key is
+// always written empty: the text goes into checkpoints, and a secret must not.
 int config_to_text(const Config *c, char **text);
 // hex = lowercase sha256 of config_to_text (65 bytes with the NUL).
 int config_sha256(const Config *c, char hex[65]);

@@ -28,9 +28,14 @@ typedef struct {
 } DataIdentity;
 void dataplane_identity(const Dataset *ds, DataIdentity *id);
 
-// A peer's frame larger than the cap (plus the envelope's text) makes zmq drop that
-// connection before it allocates the frame: set on every data-plane socket.
+// A peer's frame larger than max_payload plus the largest envelope makes zmq drop that
+// connection before it allocates the frame: set on every data-plane socket (a server,
+// whose requests are small, passes 0).
 int dataplane_cap_frames(void *sock, size_t max_payload);
+
+// Before a server binds an ipc:// endpoint: refuses (-1, naming the pid-less peer) when a
+// live server answers on that socket file, and removes a file a killed one left.
+int dataplane_ipc_claim(const char *endpoint);
 
 // ---- server ----
 // Y1 for clips idx[0..n): y (n, 3, T, S, S) is filled already; write y1. 0 or -1.

@@ -41,6 +41,7 @@ typedef struct {
     BatchOrder *order;           // the batch of any step (for a stage that reads ahead)
     const char *run_dir;
     void *args;                  // the stage's own command-line options (trainer_main's)
+    int resuming;                // load() follows: the checkpoint sets every weight
 } TrainEnv;
 
 typedef struct TrainStage {
@@ -65,7 +66,8 @@ typedef struct TrainStage {
     // stay valid until the next call). Returns the number of nets, -1 on error.
     int (*save)(void *self, CkptNet *nets, CkptMeta *meta, int *nmeta);
     // One training step on the clips idx[0..batch) of the batch of `step` (0-based);
-    // losses[0..nlosses). -1 with a message on error (not for a diverged loss).
+    // losses[0..nlosses). -1 with a message on error (not for a diverged loss), and
+    // then before anything of the step changed the models (the loop saves that state).
     int (*step)(void *self, long step, const int *idx, float *losses);
     // Validation clip `clip`: the real clip (3, T, S, S) into real, and pointers to the
     // stage's outputs (valid until the next call), extras[0..nextras).
