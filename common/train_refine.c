@@ -38,7 +38,7 @@ typedef struct {
 
 enum { L_D_REAL, L_D_FAKE, L_D_RANK, L_G_ADV, L_G_L1, L_G_RANK, L_DIST_Y1, L_DIST_Y2, NLOSSES };
 static const char *const loss_names[NLOSSES] = {"d_real", "d_fake", "d_rank", "g_adv",
-                                                "g_l1",   "g_rank", "gram_y1", "gram_y2"};
+                                                "g_l1",   "g_rank", "batch_gram_y1", "batch_gram_y2"};
 static const char *const output_names[] = {"y1", "y2"};
 enum { E_GRAM_Y1, E_GRAM_Y2, NEXTRAS };
 static const char *const extra_names[NEXTRAS] = {"gram_y1", "gram_y2"};
