@@ -476,6 +476,12 @@ int config_validate(const Config *c) {
         MDGAN_ERR("refine.rank_form = '%s' is not a ranking-loss form: expected paper or bounded", vs);
         return -1;
     }
+    if (strcmp(c->refine.init, "g1") != 0 && strcmp(c->refine.init, "random") != 0) {
+        char vs[100];
+        shown(vs, sizeof vs, c->refine.init, 40);
+        MDGAN_ERR("refine.init = '%s' is not a way to start G2: expected g1 or random", vs);
+        return -1;
+    }
     // The run name becomes a folder name under run.dir.
     if (strchr(c->run.name, '/') || !strcmp(c->run.name, ".") || !strcmp(c->run.name, "..")) {
         MDGAN_ERR("run.name = '%s' must be a plain name (no '/', not . or ..)", c->run.name);

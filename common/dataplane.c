@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "mdgan/ckpt.h"
 #include "mdgan/error.h"
 #include "mdgan/train.h"
 
@@ -169,6 +170,23 @@ static int serve_batch(DpServer *srv, void *sock, const WireMsg *m) {
     return rc;
 }
 
+static int serve_weights(DpServer *srv, void *sock, const WireMsg *m) {
+    const Net *g = srv->g1;
+    json_t *j = json_pack("{s:i, s:s, s:I}", "ngf", g->nf, "g1_sha256", srv->g1_sha256, "bn_batches",
+                          (json_int_t)g->bn_batches);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    const WireTensor t[2] = {
+        {.dtype = WIRE_F32, .ndim = 1, .shape = {(int64_t)g->nparams}, .nbytes = g->nparams * sizeof(float),
+         .data = g->params},
+        {.dtype = WIRE_F32, .ndim = 1, .shape = {(int64_t)g->nbuffers}, .nbytes = g->nbuffers * sizeof(float),
+         .data = g->buffers}};
+    int rc = text ? wire_send(sock, m->route, m->route_len, DP_WEIGHTS, WIRE_OK, m->id, text, t, 2, NULL) : -1;
+    free(text);
+    fprintf(stderr, "base serve: sent G1's weights (%zu parameters) to a Refine-Net\n", g->nparams);
+    return rc;
+}
+
 static int serve_hello(DpServer *srv, void *sock, const WireMsg *m) {
     char why[512];
     if (identity_mismatch(srv, m->text, why, sizeof why)) {
@@ -215,9 +233,12 @@ int dataplane_serve(DpServer *srv, void *sock) {
             rc = serve_hello(srv, sock, &m);
         } else if (m.type == DP_BATCH) {
             rc = serve_batch(srv, sock, &m);
+        } else if (m.type == DP_WEIGHTS && srv->g1) {
+            rc = serve_weights(srv, sock, &m);
         } else {
             srv->errors++;
-            snprintf(why, sizeof why, "unknown request type %u (HELLO is %d, BATCH %d)", m.type, DP_HELLO, DP_BATCH);
+            snprintf(why, sizeof why, "unknown request type %u (HELLO is %d, BATCH %d, WEIGHTS %d)", m.type, DP_HELLO,
+                     DP_BATCH, DP_WEIGHTS);
             serve_log("bad request", why);
             rc = wire_send_error(sock, m.route, m.route_len, m.type, WIRE_E_TYPE, m.id, why);
         }
@@ -584,6 +605,61 @@ int dataplane_wait(DpClient *c, uint64_t tag, float *y, float *y1) {
 out:
     c->wait_s += train_now() - t0;
     return rc;
+}
+
+int dataplane_fetch_g1(DpClient *c, int T, int S, Net *g1) {
+    memset(g1, 0, sizeof *g1);
+    const uint64_t id = ++c->hello_id;
+    if (wire_send(c->sock, NULL, 0, DP_WEIGHTS, WIRE_OK, id, "", NULL, 0, NULL) != 0) return -1;
+    const double deadline = train_now() + c->timeout_s;
+    while (train_now() < deadline) {
+        int r = client_poll(c, 250);
+        if (r < 0) return -1;
+        if (r == 2) {
+            MDGAN_ERR("the Base-Net at %s went away while sending G1's weights: start the run again", c->endpoint);
+            return -1;
+        }
+        if (r == 0) continue;
+        WireMsg m;
+        char why[256];
+        int st = client_recv(c, &m, why, sizeof why);
+        if (st == CLIENT_AGAIN) continue;
+        if (st < 0) return -1;
+        if (st != WIRE_OK || m.type != DP_WEIGHTS || m.id != id) {
+            wire_msg_free(&m); // nothing else is in flight: a stray message
+            continue;
+        }
+        int rc = -1;
+        json_t *j = m.status == WIRE_OK ? json_loads(m.text, 0, NULL) : NULL;
+        const int ngf = (int)json_integer_value(json_object_get(j, "ngf"));
+        const char *sha = json_string_value(json_object_get(j, "g1_sha256"));
+        char got[65];
+        if (m.status != WIRE_OK) {
+            MDGAN_ERR("the Base-Net at %s did not send G1's weights (%s): %s", c->endpoint, wire_status_name(m.status),
+                      m.text);
+        } else if (ngf < 1 || ngf > 1024 || !sha || m.ntensors != 2 || net_init(g1, NET_G1, T, S, S, ngf, NULL) != 0) {
+            MDGAN_ERR("the Base-Net at %s sent G1's weights in a form this version does not read", c->endpoint);
+        } else if (m.t[0].nbytes != g1->nparams * sizeof(float) || m.t[1].nbytes != g1->nbuffers * sizeof(float)) {
+            MDGAN_ERR("the Base-Net at %s sent %zu parameters for a G1 of width %d, which has %zu", c->endpoint,
+                      m.t[0].nbytes / sizeof(float), ngf, g1->nparams);
+        } else {
+            memcpy(g1->params, m.t[0].data, m.t[0].nbytes);
+            memcpy(g1->buffers, m.t[1].data, m.t[1].nbytes);
+            g1->bn_batches = json_integer_value(json_object_get(j, "bn_batches"));
+            ckpt_net_sha256(g1, got);
+            if (strcmp(got, c->g1_sha256) != 0)
+                MDGAN_ERR("G1's weights from the Base-Net at %s do not match the digest it announced (%.12s... vs "
+                          "%.12s...)", c->endpoint, got, c->g1_sha256);
+            else
+                rc = 0;
+        }
+        json_decref(j);
+        wire_msg_free(&m);
+        if (rc != 0) net_free(g1);
+        return rc;
+    }
+    MDGAN_ERR("the Base-Net at %s did not send G1's weights within %d s", c->endpoint, c->timeout_s);
+    return -1;
 }
 
 double dataplane_wait_seconds(const DpClient *c) { return c->wait_s; }

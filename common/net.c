@@ -396,3 +396,17 @@ int net_backward_input(Net *net, Acts *a, float *dx, const float *dout, const fl
                        float *ws) {
     return backward(net, a, dx, dout, dfeat1, dfeat3, ws, 0);
 }
+
+int net_copy_weights(Net *dst, const Net *src) {
+    for (int k = 0; k < dst->ntable; k++) {
+        const NetTensor *t = &dst->table[k], *u = net_find(src, t->name);
+        if (!u || u->numel != t->numel) {
+            MDGAN_ERR("cannot start %s from %s: no tensor '%s' of %zu values there", net_kind_name(dst->kind),
+                      net_kind_name(src->kind), t->name, t->numel);
+            return -1;
+        }
+        memcpy(net_tensor_data(dst, t), net_tensor_data(src, u), t->numel * sizeof(float));
+    }
+    dst->bn_batches = src->bn_batches;
+    return 0;
+}

@@ -34,6 +34,7 @@ typedef struct {
     RankShape rank1;
     float *rank1_ws;
     double step_s, wait_s;       // time in training steps, and the part spent waiting for Y1
+    int init_from_served_g1;     // a fresh run with refine.init = g1: G2 starts as the served G1
 } RefineTrain;
 
 enum { L_D_REAL, L_D_FAKE, L_D_RANK, L_G_ADV, L_G_L1, L_G_RANK, L_DIST_Y1, L_DIST_Y2, NLOSSES };
@@ -144,6 +145,14 @@ static void *create(const TrainEnv *env, Rng *rng) {
         destroy(r);
         return NULL;
     }
+    // refine.init = g1 takes G1 from the Base-Net at start(); from disk there is none
+    r->init_from_served_g1 = !env->resuming && !(r->args && r->args->init_g2) && !strcmp(c->refine.init, "g1");
+    if (r->init_from_served_g1 && r->args && r->args->base_outputs) {
+        MDGAN_ERR("refine.init = g1 takes G1's weights from a serving Base-Net, and --base-outputs has none: give "
+                  "--init-g2 FILE (the Base-Net checkpoint), or set refine.init=random");
+        destroy(r);
+        return NULL;
+    }
     if (r->args && r->args->base_outputs) {
         if (open_base_outputs(r, r->args->base_outputs) != 0) {
             destroy(r);
@@ -197,7 +206,13 @@ static int start(void *self) {
     if (!r->dp) return -1;
     fprintf(stderr, "refine: Base-Net at %s serves G1 %.12s... on the same %d clips\n", r->endpoint, r->g1_sha256,
             r->id.clips);
-    return 0;
+    if (!r->init_from_served_g1) return 0;
+    Net g1;
+    if (dataplane_fetch_g1(r->dp, r->s.T, r->s.H, &g1) != 0) return -1;
+    int rc = net_copy_weights(&r->s.g, &g1);
+    net_free(&g1);
+    if (rc == 0) fprintf(stderr, "refine: G2 starts from the served G1's weights (refine.init = g1)\n");
+    return rc;
 }
 
 // Y and Y1 of clips idx[0..n) into y, y1, from whichever source the run has.

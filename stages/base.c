@@ -240,7 +240,7 @@ static int cmd_serve(int argc, char **argv) {
     }
     size_t len = sizeof endpoint;
     zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, endpoint, &len); // the port a tcp://...:* bind chose
-    DpServer srv = {.ds = &ds, .g1_sha256 = g1_sha, .checkpoint = ckpt, .produce = g1_produce, .ctx = &g};
+    DpServer srv = {.ds = &ds, .g1_sha256 = g1_sha, .checkpoint = ckpt, .produce = g1_produce, .ctx = &g, .g1 = &g.g};
     dataplane_identity(&ds, &srv.id);
     srv.lim.max_payload = (size_t)c.transport.max_message_mb << 20;
     srv.max_batch = c.refine.batch; // the G1 memory a reply may take: the refine batch of this config

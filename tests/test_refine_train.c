@@ -110,6 +110,7 @@ static void test_trains_with_outputs(void **state) {
     if (!done) fail_msg("no summary:\n%s", out);
     printf("    %.*s\n", (int)strcspn(done, "\n"), done);
     assert_non_null(strstr(out, "waited for the Base-Net"));
+    assert_non_null(strstr(out, "G2 starts from the served G1's weights"));
     assert_non_null(strstr(out, "d(Y1,Y)"));
     const char *kinds[] = {"png", "gif", "json"};
     for (int s = 0; s <= 12; s += 6)
@@ -326,14 +327,21 @@ static void test_base_outputs(void **state) {
     int rc = run_cmd(out, sizeof out, "%s/mdgan-base infer --checkpoint %s --data %s --out %s/y1", bin_dir(), base_ckpt,
                      data, tmp);
     if (rc != 0) fail_msg("infer exited %d:\n%s", rc, out);
+    // refine.init = g1 needs G1's weights, which a folder of clips does not have
     rc = run_cmd(out, sizeof out, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s "
-                 "--set run.name=fromdisk --base-outputs %s/y1 --steps 4", bin_dir(), data, tmp, tmp);
+                 "--set run.name=fromdisk0 --base-outputs %s/y1 --steps 4", bin_dir(), data, tmp, tmp);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "give --init-g2 FILE"));
+    rc = run_cmd(out, sizeof out, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s "
+                 "--set run.name=fromdisk --base-outputs %s/y1 --init-g2 %s --steps 4", bin_dir(), data, tmp, tmp,
+                 base_ckpt);
     if (rc != 0) fail_msg("refine from disk exited %d:\n%s", rc, out);
     assert_non_null(strstr(out, "step 4/4 done"));
     assert_true(exists("%s/fromdisk/checkpoints/refine_step_00000004.safetensors", tmp));
     // take one clip away: the pair is named
     rc = run_cmd(out, sizeof out, "rm -rf %s/y1/video_001/clip_002 && %s/mdgan-refine train " TINY
-                 " --set data.root=%s --set run.dir=%s --set run.name=fromdisk2 --base-outputs %s/y1 --steps 2",
+                 " --set data.root=%s --set run.dir=%s --set run.name=fromdisk2 --base-outputs %s/y1 --steps 2 "
+                 "--set refine.init=random",
                  tmp, bin_dir(), data, tmp, tmp);
     printf("    %s", out);
     assert_int_equal(rc, 2);
@@ -352,6 +360,22 @@ static void test_init_g2(void **state) {
     const char *v = strstr(out, "step 0 validation");
     assert_non_null(v);
     printf("    %.*s\n", (int)strcspn(v, "\n"), v);
+    // the default (refine.init = g1) took the same weights from the server: the step-0
+    // evaluations agree to the byte, and differ from a random start's
+    char a[1300], b[1300], c[1300];
+    reference(12, a, sizeof a);
+    assert_int_equal(refine("random0", "--steps 1 --set refine.init=random"), 0);
+    snprintf(a, sizeof a, "%s/straight12/refine_metrics.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/initg2/refine_metrics.jsonl", tmp);
+    snprintf(c, sizeof c, "%s/random0/refine_metrics.jsonl", tmp);
+    unsigned char *la, *lb, *lc;
+    size_t na, nb, nc;
+    if (fio_read_all(a, &la, &na) != 0 || fio_read_all(b, &lb, &nb) != 0 || fio_read_all(c, &lc, &nc) != 0)
+        fail_msg("%s", mdgan_errmsg());
+    size_t first = strcspn((char *)la, "\n");
+    if (strncmp((char *)la, (char *)lb, first + 1) != 0) fail_msg("step 0 differs:\n%.*s\n%s", (int)first, la, lb);
+    assert_true(strncmp((char *)la, (char *)lc, first + 1) != 0);
+    free(la), free(lb), free(lc);
     snprintf(extra, sizeof extra, "--steps 1 --init-g2 %s/data.sock.missing", tmp);
     rc = refine("initg2bad", extra);
     assert_int_equal(rc, 2);

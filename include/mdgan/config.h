@@ -30,6 +30,7 @@ typedef struct {
         int ngf, ndf, batch, epochs;
         double lr, beta1, beta2, lambda_l1, lambda_rank;
         char rank_form[16];                                 // "paper" or "bounded" (loss.h RankForm)
+        char init[16];                                      // G2's start: "g1" (G1's weights) or "random"
         int ckpt_every, sample_every, keep;
     } refine;
     struct {
@@ -83,6 +84,7 @@ enum { CFG_CLOSED = 0, CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
     X(refine, lambda_l1,         CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "100") \
     X(refine, lambda_rank,       CFG_DOUBLE, 0, 1e6,      CFG_CLOSED,  "1") \
     X(refine, rank_form,         CFG_STR,    0, 0,        CFG_CLOSED,  "bounded") \
+    X(refine, init,              CFG_STR,    0, 0,        CFG_CLOSED,  "g1") \
     X(refine, ckpt_every,        CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, sample_every,      CFG_INT,    1, INT_MAX,  CFG_CLOSED,  "200") \
     X(refine, keep,              CFG_INT,    1, 1000,     CFG_CLOSED,  "3") \

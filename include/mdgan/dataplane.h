@@ -9,6 +9,8 @@
 //           WIRE_E_MISMATCH and a message naming the field when the two disagree.
 //   BATCH   request: one I64 tensor (n) of clip indices; reply: Y and Y1, F32
 //           (n, 3, T, S, S) each. The request id is the client's tag, echoed.
+//   WEIGHTS request: nothing; reply text {"ngf", "g1_sha256"} and two F32 tensors, G1's
+//           parameters and its BatchNorm running statistics, in its table order.
 // Any other type gets WIRE_E_TYPE; a malformed message its WireStatus; an index out
 // of range WIRE_E_REQUEST. The server is stateless between requests, so a client may
 // restart at any time, and a restarted server answers the same bytes.
@@ -16,9 +18,10 @@
 #include <stdint.h>
 
 #include "mdgan/dataset.h"
+#include "mdgan/net.h"
 #include "mdgan/wire.h"
 
-enum { DP_HELLO = 1, DP_BATCH = 2 };
+enum { DP_HELLO = 1, DP_BATCH = 2, DP_WEIGHTS = 3 };
 
 // What both sides compare in HELLO: the clip list (names and windows) and the decoded
 // frames of the dataset, as sha256 hex.
@@ -47,6 +50,7 @@ typedef struct {
     const char *g1_sha256, *checkpoint;
     DpProduce produce;
     void *ctx;
+    const Net *g1;               // for WEIGHTS
     WireLimits lim;
     int max_batch;               // largest n a request may ask for
     long served, errors;         // counters, for the log
@@ -75,6 +79,9 @@ int dataplane_request(DpClient *c, uint64_t tag, const int *idx, int n);
 // G1), re-sends every outstanding request and goes on. -1 with a message when the
 // server is gone for good, answered an error, or a signal came (train_stop_signal).
 int dataplane_wait(DpClient *c, uint64_t tag, float *y, float *y1);
+// G1's weights from the server: builds *g1 (NET_G1 for T frames of S x S, the server's
+// width) and checks them against the digest HELLO gave. No request may be in flight.
+int dataplane_fetch_g1(DpClient *c, int T, int S, Net *g1);
 // Seconds spent blocked in dataplane_wait, and the number of reconnections.
 double dataplane_wait_seconds(const DpClient *c);
 int dataplane_reconnects(const DpClient *c);

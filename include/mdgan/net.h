@@ -83,6 +83,10 @@ const NetTensor *net_find(const Net *net, const char *name);
 float *net_tensor_data(const Net *net, const NetTensor *t);
 float *net_tensor_grad(const Net *net, const NetTensor *t);
 void net_zero_grad(Net *net);
+// Every tensor of dst (parameters and running statistics, not Adam's moments) from the
+// tensor of src with the same name and shape (G2 from G1: G2 has G1's layers); -1
+// naming the first tensor src lacks.
+int net_copy_weights(Net *dst, const Net *src);
 // One Adam step over every trainable parameter with net->grads (t = ++adam_step).
 void net_adam_step(Net *net, const AdamConfig *cfg);
 
