@@ -115,8 +115,9 @@ demo:
 	echo "== both stages over the data set"; \
 	bin/mdgan-base infer --checkpoint $$ckpt --data $$root --out $$run/y1; \
 	bin/mdgan-refine infer --checkpoint $$rckpt --input $$run/y1 --out $$run/y2; \
-	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval_y1.json | tail -n 1; \
-	bin/mdgan eval --pred $$run/y2 --real $$root --frames $$frames --json $$run/eval_y2.json | tail -n 1; \
+	echo "== Y1 (Stage I) and Y2 (Stage II) against the real clips, every clip of the data set"; \
+	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval_y1.json | tail -n 2 | sed 's/^/Y1 /'; \
+	bin/mdgan eval --pred $$run/y2 --real $$root --frames $$frames --json $$run/eval_y2.json | tail -n 2 | sed 's/^/Y2 /'; \
 	sheet=$$(ls $$run/samples/refine_step_*.png | tail -n 1); \
 	echo; echo "demo done in $$(( $$(date +%s) - start )) s"; \
 	echo "  checkpoints:   $$ckpt"; \
