@@ -273,6 +273,7 @@ struct DpClient {
     double wait_s;
     int reconnects;
     uint64_t hello_id;
+    int handshake_failed;             // the monitor saw a ZMTP/CURVE handshake fail
 };
 
 static void client_close_socket(DpClient *c) {
@@ -303,7 +304,9 @@ static int client_open_socket(DpClient *c) {
     }
     // a Base-Net that goes away shows as a DISCONNECTED event on this monitor
     snprintf(c->mon_endpoint, sizeof c->mon_endpoint, "inproc://dp-monitor-%d", serial++);
-    if (zmq_socket_monitor(c->sock, c->mon_endpoint, ZMQ_EVENT_DISCONNECTED) != 0 ||
+    const int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                       ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(c->sock, c->mon_endpoint, events) != 0 ||
         !(c->mon = zmq_socket(c->ctx, ZMQ_PAIR)) || zmq_connect(c->mon, c->mon_endpoint) != 0) {
         MDGAN_ERR("cannot monitor the data socket: %s", zmq_strerror(errno));
         return -1;
@@ -329,6 +332,9 @@ static int client_disconnected(DpClient *c) {
             uint16_t e;
             memcpy(&e, zmq_msg_data(&ev), 2);
             gone |= e == ZMQ_EVENT_DISCONNECTED;
+            if (e & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH))
+                c->handshake_failed = 1;
         }
         int more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
@@ -462,8 +468,12 @@ static int client_hello(DpClient *c) {
         }
         if (dropped) usleep(250000);
         if (train_now() >= deadline) {
-            MDGAN_ERR("no Base-Net answered at %s within %d s (transport.timeout_s): start `mdgan-base serve` "
-                      "there, or give --base ENDPOINT", c->endpoint, c->timeout_s);
+            if (c->handshake_failed)
+                MDGAN_ERR("the handshake with the Base-Net at %s failed for %d s (transport.timeout_s): with CURVE, "
+                          "transport.curve_server_key must be that server's public key", c->endpoint, c->timeout_s);
+            else
+                MDGAN_ERR("no Base-Net answered at %s within %d s (transport.timeout_s): start `mdgan-base serve` "
+                          "there, or give --base ENDPOINT", c->endpoint, c->timeout_s);
             break;
         }
     }

@@ -91,6 +91,7 @@ const TrainStage TRAIN_STAGE_BASE = {
     .name = "base",
     .section = "[base]",
     .other_section = "[refine]",
+    .legacy_log = "metrics.jsonl",
     .loss_names = loss_names,
     .nlosses = NLOSSES,
     .output_names = output_names,

@@ -1,11 +1,13 @@
 // The training loop both stages share (include/mdgan/trainer.h).
 #include "mdgan/trainer.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -477,6 +479,17 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
         fprintf(stderr, "%s: resumed from %s at step %ld\n", st->name, ckpath, step);
         st_close(&ck);
         rc = MDGAN_EXIT_RUNTIME;
+        // a run begun by an older version kept its log under another name
+        char legacy[2200];
+        struct stat sb;
+        if (st->legacy_log && stat(lp->metrics_path, &sb) != 0 &&
+            (snprintf(legacy, sizeof legacy, "%s/%s", lp->run_dir, st->legacy_log), stat(legacy, &sb) == 0)) {
+            if (rename(legacy, lp->metrics_path) != 0) {
+                MDGAN_ERR("cannot rename %s to %s: %s", legacy, lp->metrics_path, strerror(errno));
+                goto done;
+            }
+            fprintf(stderr, "%s: renamed %s to %s (the name of this version)\n", st->name, legacy, lp->metrics_path);
+        }
         if (train_log_truncate(lp->metrics_path, step, &logged) != 0) goto done;
     }
     train_install_signals(); // before start: a signal while it waits for a peer stops it

@@ -154,6 +154,24 @@ static void test_resume_on_other_threads(void **state) {
 }
 
 // The metrics log on resume: later steps and a cut-short last line go, the rest stays.
+// A run begun by an older version kept its metrics log as metrics.jsonl: resume renames
+// it and goes on appending there.
+static void test_resume_renames_legacy_log(void **state) {
+    (void)state;
+    int rc = train("legacy", "--steps 4 --set base.sample_every=2");
+    if (rc != 0) fail_msg("train exited %d:\n%s", rc, out);
+    char a[1200], b[1200];
+    snprintf(a, sizeof a, "%s/legacy/base_metrics.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/legacy/metrics.jsonl", tmp);
+    assert_int_equal(rename(a, b), 0);
+    rc = run_cmd(out, sizeof out, "%s/mdgan-base train --resume %s/legacy --steps 6", bin_dir(), tmp);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "renamed"));
+    assert_true(exists("%s", a));
+    assert_false(exists("%s", b));
+    assert_true(jsonl_val_l1(a, 0) > 0);
+}
+
 static void test_log_truncate(void **state) {
     (void)state;
     char path[1200];
@@ -347,6 +365,7 @@ int main(void) {
         cmocka_unit_test(test_kill_and_resume_is_exact),
         cmocka_unit_test(test_resume_on_other_threads),
         cmocka_unit_test(test_log_truncate),
+        cmocka_unit_test(test_resume_renames_legacy_log),
         cmocka_unit_test(test_sigterm_stops_with_checkpoint),
         cmocka_unit_test(test_resume_skips_damaged_checkpoint),
         cmocka_unit_test(test_bad_config_and_data),

@@ -438,6 +438,53 @@ static void test_second_server_refused(void **state) {
     if (rc != 0) fail_msg("the first server no longer serves (%d):\n%s", rc, out);
 }
 
+// CURVE over tcp loopback: a client with the server's public key trains; one with
+// another key is told the handshake failed (not that no server answered).
+static void test_curve_over_tcp(void **state) {
+    (void)state;
+    char pub[41], sec[41], other[41], other_sec[41];
+    assert_int_equal(zmq_curve_keypair(pub, sec), 0);
+    assert_int_equal(zmq_curve_keypair(other, other_sec), 0);
+    // '#' or ';' would read as a comment in a config file; --set takes them verbatim
+    char cmd[4096], ready[700], log[700];
+    snprintf(ready, sizeof ready, "%s/curve.ready", tmp);
+    snprintf(log, sizeof log, "%s/curve.log", tmp);
+    snprintf(cmd, sizeof cmd, "%s/mdgan-base serve --checkpoint %s --set data.root=%s "
+             "--set transport.data_endpoint=tcp://127.0.0.1:* '--set=transport.curve_server_key=%s' "
+             "'--set=transport.curve_secret_key=%s' >%s 2>%s", bin_dir(), base_ckpt, data, pub, sec, ready, log);
+    pid_t pid = spawn(cmd);
+    char ep[256] = "";
+    for (int i = 0; i < 3000 && !ep[0]; i++) {
+        unsigned char *buf;
+        size_t n;
+        if (fio_read_all(ready, &buf, &n) == 0) {
+            const char *p = strstr((char *)buf, "serving ");
+            if (p) snprintf(ep, sizeof ep, "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
+            free(buf);
+        }
+        if (!ep[0]) usleep(10000);
+    }
+    if (!ep[0]) {
+        stop_child(pid, SIGKILL);
+        fail_msg("the CURVE server did not start (log %s)", log);
+    }
+    printf("    CURVE server on %s\n", ep);
+    char extra[1024];
+    snprintf(extra, sizeof extra, "--steps 2 --base %s '--set=transport.curve_server_key=%s'", ep, pub);
+    int rc = refine("curve", extra);
+    if (rc != 0) {
+        stop_child(pid, SIGKILL);
+        fail_msg("refine over CURVE exited %d:\n%s", rc, out);
+    }
+    snprintf(extra, sizeof extra, "--steps 2 --base %s '--set=transport.curve_server_key=%s' "
+             "--set transport.timeout_s=2", ep, other);
+    rc = refine("curvebad", extra);
+    stop_child(pid, SIGTERM);
+    printf("    %s", strstr(out, "handshake") ? strstr(out, "handshake") : out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "handshake"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trains_with_outputs),
@@ -452,6 +499,7 @@ int main(void) {
         cmocka_unit_test(test_resume_keeps_y1_source),
         cmocka_unit_test(test_sigterm_while_waiting),
         cmocka_unit_test(test_second_server_refused),
+        cmocka_unit_test(test_curve_over_tcp),
     };
     return cmocka_run_group_tests_name("refine_train", tests, setup, teardown);
 }

@@ -48,6 +48,7 @@ typedef struct TrainStage {
     const char *name;                     // "base", "refine": file names, messages, metadata
     const char *section;                  // its config section, "[base]"
     const char *other_section;            // the other stage's section (free to differ on resume)
+    const char *legacy_log;               // the metrics log's name in older versions (renamed on resume), or NULL
     const char *const *loss_names;        // per step, in this order (checkpoint "losses", logs)
     int nlosses;
     const char *const *output_names;      // per validation clip, after the real one ("y1", "y2");
