@@ -143,23 +143,33 @@ static void test_trains_with_outputs(void **state) {
     st_close(&f);
 }
 
+// mdgan-refine train of run `run` for `steps` steps in the background (output in
+// log), once its checkpoint of wait_step is complete (sidecar written); its pid.
+static pid_t spawn_refine(const char *run, long steps, long wait_step, char *log, size_t logn) {
+    char cmd[4096], ck[1300], side[1400];
+    snprintf(log, logn, "%s/%s.log", tmp, run);
+    ckpt_of(ck, sizeof ck, run, wait_step);
+    snprintf(side, sizeof side, "%s.sha256", ck);
+    snprintf(cmd, sizeof cmd, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s --set run.name=%s "
+             "--set transport.data_endpoint=%s --steps %ld " SCHED " >%s 2>&1", bin_dir(), data, tmp, run, endpoint,
+             steps, log);
+    pid_t pid = spawn(cmd);
+    if (!wait_for_file(side, 120)) {
+        stop_child(pid, SIGKILL);
+        fail_msg("no step-%ld checkpoint (log %s)", wait_step, log);
+    }
+    return pid;
+}
+
 // The Base-Net dies mid-run and comes back: Refine-Net waits, re-sends what was in
 // flight, and ends where the uninterrupted run does.
 static void test_base_killed_and_restarted(void **state) {
     (void)state;
     char a[1300], b[1300];
     reference(12, a, sizeof a);
-    char log[700], ck3[1300], cmd[4096], slog[700];
-    snprintf(log, sizeof log, "%s/srvkill.log", tmp);
+    char log[700], slog[700];
     snprintf(slog, sizeof slog, "%s/serve2.log", tmp);
-    ckpt_of(ck3, sizeof ck3, "srvkill", 3);
-    snprintf(cmd, sizeof cmd, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s --set run.name=srvkill "
-             "--set transport.data_endpoint=%s --steps 12 " SCHED " >%s 2>&1", bin_dir(), data, tmp, endpoint, log);
-    pid_t pid = spawn(cmd);
-    if (!wait_for_file(ck3, 120)) {
-        stop_child(pid, SIGKILL);
-        fail_msg("no step-3 checkpoint (log %s)", log);
-    }
+    pid_t pid = spawn_refine("srvkill", 12, 3, log, sizeof log);
     int st = stop_child(server, SIGKILL);
     server = -1;
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
@@ -184,16 +194,8 @@ static void test_base_killed_and_restarted(void **state) {
 // Refine-Net is SIGKILLed mid-run and resumed (the Base-Net goes on serving).
 static void test_refine_killed_and_resumed(void **state) {
     (void)state;
-    char log[700], ck6[1300], cmd[4096];
-    snprintf(log, sizeof log, "%s/killed.log", tmp);
-    snprintf(ck6, sizeof ck6, "%s/killed/checkpoints/refine_step_00000006.safetensors.sha256", tmp);
-    snprintf(cmd, sizeof cmd, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s --set run.name=killed "
-             "--set transport.data_endpoint=%s --steps 100000 " SCHED " >%s 2>&1", bin_dir(), data, tmp, endpoint, log);
-    pid_t pid = spawn(cmd);
-    if (!wait_for_file(ck6, 120)) {
-        stop_child(pid, SIGKILL);
-        fail_msg("no step-6 checkpoint (log %s)", log);
-    }
+    char log[700];
+    pid_t pid = spawn_refine("killed", 100000, 6, log, sizeof log);
     usleep(30000); // mid-step, or mid-evaluation
     int st = stop_child(pid, SIGKILL);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
@@ -386,17 +388,9 @@ static void test_init_g2(void **state) {
 // (no step half done) and exits 143; a resume against a Base-Net that is back goes on.
 static void test_sigterm_while_waiting(void **state) {
     (void)state;
-    char log[700], ck3[1300], cmd[4096], slog[700];
-    snprintf(log, sizeof log, "%s/sigterm.log", tmp);
+    char log[700], slog[700];
     snprintf(slog, sizeof slog, "%s/serve3.log", tmp);
-    ckpt_of(ck3, sizeof ck3, "sigterm", 3);
-    snprintf(cmd, sizeof cmd, "%s/mdgan-refine train " TINY " --set data.root=%s --set run.dir=%s --set run.name=sigterm "
-             "--set transport.data_endpoint=%s --steps 100000 " SCHED " >%s 2>&1", bin_dir(), data, tmp, endpoint, log);
-    pid_t pid = spawn(cmd);
-    if (!wait_for_file(ck3, 120)) {
-        stop_child(pid, SIGKILL);
-        fail_msg("no step-3 checkpoint (log %s)", log);
-    }
+    pid_t pid = spawn_refine("sigterm", 100000, 3, log, sizeof log);
     stop_child(server, SIGKILL);
     server = -1;
     usleep(1500000);
