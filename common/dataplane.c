@@ -81,6 +81,12 @@ static int identity_mismatch(const DpServer *srv, const char *text, char *why, s
     return rc;
 }
 
+int dataplane_endpoint(char *out, size_t n, const Config *c, const char *override) {
+    char run_dir[2200];
+    snprintf(run_dir, sizeof run_dir, "%s/%s", c->run.dir, c->run.name);
+    return wire_endpoint(out, n, override ? override : c->transport.data_endpoint, run_dir, "data");
+}
+
 int dataplane_cap_frames(void *sock, size_t max_payload) {
     int64_t max = (int64_t)max_payload + WIRE_ENVELOPE_BYTES + WIRE_TENSOR_HEADER_BYTES + WIRE_MAX_TEXT;
     if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) {

@@ -159,8 +159,7 @@ static void *create(const TrainEnv *env, Rng *rng) {
             return NULL;
         }
     } else {
-        const char *ep = r->args && r->args->base_endpoint ? r->args->base_endpoint : c->transport.data_endpoint;
-        if (wire_endpoint(r->endpoint, sizeof r->endpoint, ep, env->run_dir, "data") != 0) {
+        if (dataplane_endpoint(r->endpoint, sizeof r->endpoint, c, r->args ? r->args->base_endpoint : NULL) != 0) {
             destroy(r);
             return NULL;
         }

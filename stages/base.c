@@ -204,7 +204,7 @@ static int cmd_serve(int argc, char **argv) {
     Dataset ds = {0};
     G1Server g = {0};
     void *zctx = NULL, *sock = NULL;
-    char g1_sha[65], endpoint[1100], run_dir[2200];
+    char g1_sha[65], endpoint[1100];
     if (st_open(&f, ckpt) != 0 || trainer_load_config(&c, config_path, sets, nsets, st_meta_get(&f, "config") ? &f : NULL, ckpt) != 0)
         goto done;
     cli_set_threads(c.run.threads);
@@ -215,8 +215,7 @@ static int cmd_serve(int argc, char **argv) {
     ckpt_net_sha256(&g.g, g1_sha);
     fprintf(stderr, "base serve: reading %s (%d frames of %dx%d)\n", c.data.root, T, S, S);
     if (dataset_open(&ds, c.data.root, T, S, S, isatty(2) ? dataset_progress_stderr : NULL, NULL) != 0) goto done;
-    snprintf(run_dir, sizeof run_dir, "%s/%s", c.run.dir, c.run.name);
-    if (wire_endpoint(endpoint, sizeof endpoint, c.transport.data_endpoint, run_dir, "data") != 0) goto done;
+    if (dataplane_endpoint(endpoint, sizeof endpoint, &c, NULL) != 0) goto done;
     rc = MDGAN_EXIT_RUNTIME;
     train_install_signals();
     if (!(zctx = zmq_ctx_new()) || !(sock = zmq_socket(zctx, ZMQ_ROUTER))) {

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mdgan/config.h"
 #include "mdgan/dataset.h"
 #include "mdgan/net.h"
 #include "mdgan/wire.h"
@@ -30,6 +31,10 @@ typedef struct {
     char clips_sha256[65], data_sha256[65];
 } DataIdentity;
 void dataplane_identity(const Dataset *ds, DataIdentity *id);
+
+// The data endpoint both sides use: `override` (--base) when given, else
+// transport.data_endpoint, else ipc://<run.dir>/<run.name>/sockets/data.sock.
+int dataplane_endpoint(char *out, size_t n, const Config *c, const char *override);
 
 // A peer's frame larger than max_payload plus the largest envelope makes zmq drop that
 // connection before it allocates the frame: set on every data-plane socket (a server,
