@@ -44,7 +44,7 @@ static const char *const output_names[] = {"y1", "y2"};
 enum { E_GRAM_Y1, E_GRAM_Y2, NEXTRAS };
 static const char *const extra_names[NEXTRAS] = {"gram_y1", "gram_y2"};
 
-// Training batches are tagged with their step; validation requests count down from the top.
+// Training batches are tagged with their step; validation requests count up from 2^62.
 #define EVAL_TAG_BASE (1ull << 62)
 
 static void schedule(const Config *c, TrainSchedule *out) {
