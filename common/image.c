@@ -840,6 +840,26 @@ void image_upscale_nearest(float *out, const float *in, int C, int T, int H, int
         }
 }
 
+int image_view_zoom(int S) { return S >= IMAGE_VIEW_MIN_SIDE ? 1 : (IMAGE_VIEW_MIN_SIDE + S - 1) / S; }
+
+int image_zoom_videos(const float **out, float **buf, const float *const *videos, int nvideos, int T, int H, int W,
+                      int zoom) {
+    *buf = NULL;
+    const size_t big = (size_t)3 * T * H * W * zoom * zoom;
+    if (zoom > 1 && !(*buf = malloc((size_t)nvideos * big * sizeof(float)))) {
+        MDGAN_ERR("out of memory enlarging %d clips of %d frames of %dx%d by %d", nvideos, T, H, W, zoom);
+        return -1;
+    }
+    for (int i = 0; i < nvideos; i++) {
+        out[i] = videos[i];
+        if (*buf) {
+            image_upscale_nearest(*buf + (size_t)i * big, videos[i], 3, T, H, W, zoom);
+            out[i] = *buf + (size_t)i * big;
+        }
+    }
+    return 0;
+}
+
 int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap) {
     Image sheet = {0};
     int rc = image_contact_sheet(&sheet, videos, nvideos, T, H, W, gap) != 0 || image_save_png(&sheet, path) != 0 ? -1 : 0;

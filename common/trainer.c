@@ -224,9 +224,6 @@ static int baseline(Loop *lp) {
     return 0;
 }
 
-// Frames smaller than this are enlarged on contact sheets and GIFs (nearest neighbour),
-// so that a 32x32 clip can be judged by eye.
-#define SAMPLE_MIN_PIXELS 128
 
 // Validation: every validation clip through the stage; metrics per output and clip,
 // the mean over clips; the contact sheet (rows: real, then each output) and GIF of the
@@ -291,22 +288,12 @@ static int evaluate(Loop *lp) {
     }
     json_object_set_new(overall, "copy_first", metrics_json(lp->baseline_l1, &lp->baseline));
     char path[2400];
-    const int zoom = S >= SAMPLE_MIN_PIXELS ? 1 : (SAMPLE_MIN_PIXELS + S - 1) / S, ZS = S * zoom;
-    float *big = k > 0 && zoom > 1 ? malloc((size_t)rows_per * k * clip * zoom * zoom * sizeof(float)) : NULL;
-    if (k > 0 && zoom > 1 && !big) {
-        MDGAN_ERR("out of memory for the samples");
-        rc = -1;
-    }
+    const int zoom = image_view_zoom(S), ZS = S * zoom;
+    float *big = NULL;
+    const float *rows[(1 + TRAIN_MAX_OUTPUTS) * TRAIN_SAMPLE_CLIPS], *clips_kept[(1 + TRAIN_MAX_OUTPUTS) * TRAIN_SAMPLE_CLIPS];
+    for (int i = 0; i < rows_per * k; i++) clips_kept[i] = keep + (size_t)i * clip;
+    if (k > 0 && image_zoom_videos(rows, &big, clips_kept, rows_per * k, T, S, S, zoom) != 0) rc = -1;
     if (k > 0 && rc == 0) {
-        const float *rows[(1 + TRAIN_MAX_OUTPUTS) * TRAIN_SAMPLE_CLIPS];
-        for (int i = 0; i < rows_per * k; i++) {
-            rows[i] = keep + (size_t)i * clip;
-            if (big) {
-                float *dst = big + (size_t)i * clip * zoom * zoom;
-                image_upscale_nearest(dst, rows[i], 3, T, S, S, zoom);
-                rows[i] = dst;
-            }
-        }
         snprintf(path, sizeof path, "%s/%s_step_%08ld.png", lp->sample_dir, st->name, lp->step);
         if (image_save_contact_sheet(path, rows, rows_per * k, T, ZS, ZS, 2) != 0) rc = -1;
         snprintf(path, sizeof path, "%s/%s_step_%08ld.gif", lp->sample_dir, st->name, lp->step);

@@ -22,7 +22,6 @@
 
 static const char *PROG = "mdgan-refine";
 #define SHEET_CLIPS 4        // clips on the contact sheet
-#define SHEET_MIN_SIDE 128   // frames smaller than this are enlarged on the sheet
 #define SHEET_GAP 2
 
 static void usage_train(FILE *out) {
@@ -81,7 +80,7 @@ static void usage_infer(FILE *out) {
             "  --bn MODE          BatchNorm statistics: running (default) or batch (the clip's own, as\n"
             "                     the released code ran at test time)\n"
             "  --threads N        threads (default: all cores)\n",
-            SHEET_CLIPS, SHEET_MIN_SIDE);
+            SHEET_CLIPS, IMAGE_VIEW_MIN_SIDE);
 }
 
 static void usage(FILE *out) {
@@ -295,20 +294,9 @@ static float *clip_head(const float *clip, int T, int Ts, int S) {
 // The contact sheet: rows [input 0, refined 0, input 1, ...], the first Ts frames of
 // each, enlarged by zoom (nearest neighbour).
 static int save_sheet(const char *path, float *const *rows, int nrows, int Ts, int S, int zoom) {
-    const size_t clip = (size_t)3 * Ts * S * S, big = clip * zoom * zoom;
-    float *up = zoom > 1 ? malloc((size_t)nrows * big * sizeof(float)) : NULL;
-    if (zoom > 1 && !up) {
-        MDGAN_ERR("out of memory for the contact sheet");
-        return -1;
-    }
     const float *show[2 * SHEET_CLIPS];
-    for (int i = 0; i < nrows; i++) {
-        show[i] = rows[i];
-        if (up) {
-            image_upscale_nearest(up + (size_t)i * big, rows[i], 3, Ts, S, S, zoom);
-            show[i] = up + (size_t)i * big;
-        }
-    }
+    float *up;
+    if (image_zoom_videos(show, &up, (const float *const *)rows, nrows, Ts, S, S, zoom) != 0) return -1;
     int rc = image_save_contact_sheet(path, show, nrows, Ts, S * zoom, S * zoom, SHEET_GAP);
     free(up);
     return rc;
@@ -360,7 +348,7 @@ static int cmd_infer(int argc, char **argv) {
     // -- refine every window
     rc = MDGAN_EXIT_RUNTIME;
     const size_t clip = (size_t)3 * T * S * S;
-    const int zoom = S >= SHEET_MIN_SIDE ? 1 : (SHEET_MIN_SIDE + S - 1) / S;
+    const int zoom = image_view_zoom(S);
     // the sheet shows as many frames as a PNG row can hold
     const int fit = (IMAGE_MAX_OUT_SIDE + SHEET_GAP) / (S * zoom + SHEET_GAP), Ts = T < fit ? T : fit;
     if (acts_init(&acts, &g, 1) != 0) goto done;

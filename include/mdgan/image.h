@@ -91,6 +91,15 @@ void image_upscale_nearest(float *out,      // (C, T, H*k, W*k)
                            const float *in, // (C, T, H, W)
                            int C, int T, int H, int W, int k);
 
+// Frames smaller than IMAGE_VIEW_MIN_SIDE pixels are enlarged on contact sheets and GIFs,
+// so that a 32x32 clip can be judged by eye: the factor for frames of side S.
+#define IMAGE_VIEW_MIN_SIDE 128
+int image_view_zoom(int S);
+// out[i] = videos[i] (3, T, H, W) enlarged by zoom into one buffer, *buf (caller frees;
+// NULL when zoom is 1 and out[i] = videos[i]). -1 when out of memory.
+int image_zoom_videos(const float **out, float **buf, const float *const *videos, int nvideos, int T, int H, int W,
+                      int zoom);
+
 // image_contact_sheet written to path as PNG.
 int image_save_contact_sheet(const char *path, const float *const *videos, int nvideos, int T, int H, int W, int gap);
 // Frame t of video (3, T, H, W) in [-1, 1] -> DIR/<prefix><first + t>.png, the number
