@@ -545,3 +545,42 @@ void dataset_progress_stderr(void *ctx, int done, int total) {
     if (done == total || done % 64 == 0) fprintf(stderr, "\rdecoding clips: %d/%d", done, total);
     if (done == total) fputc('\n', stderr);
 }
+
+int dataset_first_frame_size(const char *root, int *size, char *path, size_t pathn) {
+    struct stat st;
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        MDGAN_ERR("input %s is not a folder (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
+        return -1;
+    }
+    char **videos, **clips, **frames, first[8192] = "";
+    int nv, nc, nf;
+    if (list_dir(root, LIST_DIRS, &videos, &nv) != 0) return -1;
+    for (int v = 0; v < nv && !first[0]; v++) {
+        char *vdir = path_join(root, videos[v]);
+        if (!vdir || list_dir(vdir, LIST_DIRS, &clips, &nc) != 0) { // dataset_open says why
+            free(vdir);
+            continue;
+        }
+        for (int c = 0; c < nc && !first[0]; c++) {
+            char *cdir = path_join(vdir, clips[c]);
+            if (cdir && dataset_list_frames(cdir, &frames, &nf) == 0) {
+                if (nf > 0) snprintf(first, sizeof first, "%s", frames[0]);
+                free_names(frames, nf);
+            }
+            free(cdir);
+        }
+        free_names(clips, nc);
+        free(vdir);
+    }
+    free_names(videos, nv);
+    if (!first[0]) {
+        MDGAN_ERR("no frames in input %s (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
+        return -1;
+    }
+    if (path) snprintf(path, pathn, "%s", first);
+    Image img = {0};
+    int rc = image_load(&img, first);
+    if (rc == 0) *size = img.w < img.h ? img.w : img.h;
+    image_free(&img);
+    return rc;
+}

@@ -3,9 +3,7 @@
 //            optionally refined by a Refine-Net
 //   data     synth: procedural sky time-lapse clips in the dataset layout
 //   eval     metrics of predicted clips against real ones
-#include <dirent.h>
 #include <getopt.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,48 +230,6 @@ static int cmd_data(int argc, char **argv) {
     return MDGAN_EXIT_OK;
 }
 
-// Size of the first frame of the first clip folder under root/<video>/<clip>/ (a scan
-// of two folders and one decode, whatever the size of the data set).
-static int first_frame_size(const char *root, int *size) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s", root);
-    for (int level = 0; level < 2; level++) { // descend to the first video, then its first clip
-        DIR *d = opendir(path);
-        if (!d) {
-            MDGAN_ERR("cannot read folder %s", path);
-            return -1;
-        }
-        char *best = NULL;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            char sub[sizeof path + sizeof e->d_name + 1]; // "path/name" always fits
-            struct stat st;
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            if (e->d_name[0] == '.' || stat(sub, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-            if (!best || dataset_name_cmp(e->d_name, best) < 0) free(best), best = strdup(e->d_name);
-        }
-        closedir(d);
-        if (!best) {
-            MDGAN_ERR("no clip folders in %s (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
-            return -1;
-        }
-        size_t len = strlen(path);
-        snprintf(path + len, sizeof path - len, "/%s", best);
-        free(best);
-    }
-    char **frames = NULL;
-    int n = 0;
-    if (dataset_list_frames(path, &frames, &n) != 0) return -1;
-    int rc = -1;
-    Image img = {0};
-    if (n == 0) MDGAN_ERR("no frames in %s", path);
-    else if (image_load(&img, frames[0]) == 0) *size = img.w < img.h ? img.w : img.h, rc = 0;
-    image_free(&img);
-    for (int i = 0; i < n; i++) free(frames[i]);
-    free(frames);
-    return rc;
-}
-
 static int cmd_eval(int argc, char **argv) {
     const char *pred = NULL, *real = NULL, *json_path = NULL;
     int T = 32, S = 0, threads = 0;
@@ -302,7 +258,7 @@ static int cmd_eval(int argc, char **argv) {
         return MDGAN_EXIT_USAGE;
     }
     cli_set_threads(threads);
-    if (!S && first_frame_size(pred, &S) != 0) return MDGAN_EXIT_USAGE;
+    if (!S && dataset_first_frame_size(pred, &S, NULL, 0) != 0) return MDGAN_EXIT_USAGE;
     Dataset dp = {0}, dr = {0};
     int rc = MDGAN_EXIT_USAGE;
     float *a = NULL, *b = NULL;

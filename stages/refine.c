@@ -2,7 +2,6 @@
 //   train  G2/D2 on (Y, Y1) from a serving Base-Net or Base-Net clips on disk (the loop
 //          is common/trainer.c)
 //   infer  refine every clip of a folder of Base-Net outputs through G2
-#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,83 +159,9 @@ static int g2_weights_shape(const StFile *f, int *T, int *S, char *last, size_t 
     return 0;
 }
 
-// Sorted (dataset_name_cmp) names of the sub-folders of dir; *n = 0 for none.
-static int cmp_names(const void *a, const void *b) { return dataset_name_cmp(*(char *const *)a, *(char *const *)b); }
-
-static int list_subdirs(const char *dir, char ***names, int *n) {
-    *names = NULL, *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        MDGAN_ERR("cannot read folder %s", dir);
-        return -1;
-    }
-    int cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char sub[4096];
-        struct stat st;
-        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
-        if (e->d_name[0] == '.' || stat(sub, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **v = realloc(*names, (size_t)cap * sizeof *v);
-            if (!v) break;
-            *names = v;
-        }
-        if (!((*names)[*n] = strdup(e->d_name))) break;
-        (*n)++;
-    }
-    int oom = e != NULL;
-    closedir(d);
-    if (oom) {
-        for (int i = 0; i < *n; i++) free((*names)[i]);
-        free(*names);
-        *names = NULL, *n = 0;
-        MDGAN_ERR("out of memory listing folder %s", dir);
-        return -1;
-    }
-    if (*n) qsort(*names, (size_t)*n, sizeof **names, cmp_names);
-    return 0;
-}
-
 static void free_names(char **v, int n) {
     for (int i = 0; i < n; i++) free(v[i]);
     free(v);
-}
-
-// The shorter side of the first frame of the first clip folder (natural order) under
-// root/<video>/<clip>/ that holds a frame, and that frame's path: the input's size.
-static int input_first_frame_size(const char *root, int *size, char *path, size_t pathn) {
-    struct stat st;
-    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        MDGAN_ERR("input %s is not a folder (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
-        return -1;
-    }
-    char **videos, **clips, **frames;
-    int nv, nc, nf, rc = -1, found = 0;
-    if (list_subdirs(root, &videos, &nv) != 0) return -1;
-    for (int v = 0; v < nv && !found; v++) {
-        char vdir[4096];
-        snprintf(vdir, sizeof vdir, "%s/%s", root, videos[v]);
-        if (list_subdirs(vdir, &clips, &nc) != 0) continue; // the dataset reader says why
-        for (int c = 0; c < nc && !found; c++) {
-            char cdir[8192];
-            snprintf(cdir, sizeof cdir, "%s/%s", vdir, clips[c]);
-            if (dataset_list_frames(cdir, &frames, &nf) != 0) continue;
-            if (nf > 0) snprintf(path, pathn, "%s", frames[0]), found = 1;
-            free_names(frames, nf);
-        }
-        free_names(clips, nc);
-    }
-    free_names(videos, nv);
-    if (!found) {
-        MDGAN_ERR("no frames in input %s (expected %s/<video>/<clip>/<frame>.png or .jpg)", root, root);
-        return -1;
-    }
-    Image img = {0};
-    if (image_load(&img, path) == 0) *size = img.w < img.h ? img.w : img.h, rc = 0;
-    image_free(&img);
-    return rc;
 }
 
 // The output names of a clip folder's frames: each input file name with its extension
@@ -325,7 +250,7 @@ static int cmd_infer(int argc, char **argv) {
     if (st_open(&f, a.checkpoint) != 0 || g2_weights_shape(&f, &Tw, &Sw, last, sizeof last) != 0) goto done;
     const int T = a.frames ? a.frames : Tw;
     int S = a.size;
-    if (!S && input_first_frame_size(a.input, &S, first, sizeof first) != 0) goto done;
+    if (!S && dataset_first_frame_size(a.input, &S, first, sizeof first) != 0) goto done;
     if (T != Tw || S != Sw) {
         char what[4400];
         if (T != Tw) snprintf(what, sizeof what, "for --frames %d", T);

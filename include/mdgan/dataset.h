@@ -21,6 +21,7 @@
 //   clip is an error (-1, the message names root and, for the last, why clips were
 //   skipped).
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -45,6 +46,10 @@ typedef struct {
 // too-short clips count as done at once). Called from inside an OpenMP critical
 // section, from any thread, done increasing by one per call up to total. May be NULL.
 typedef void (*DatasetProgress)(void *ctx, int done, int total);
+// The shorter side of the first frame (natural order) of the first clip folder under
+// root/<video>/<clip>/ that holds one, and that frame's path (path may be NULL): the
+// size of a folder of clips. -1 with a message naming root (or the frame) otherwise.
+int dataset_first_frame_size(const char *root, int *size, char *path, size_t pathn);
 // A DatasetProgress that rewrites "decoding clips: done/total" on stderr (for a terminal).
 void dataset_progress_stderr(void *ctx, int done, int total);
 
