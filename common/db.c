@@ -88,6 +88,9 @@ static const DbMigration db_migrations[] = {
      "  finished REAL\n"
      ");\n"
      "CREATE INDEX jobs_run ON jobs(run_id, id);\n"},
+    // what `mdgan run` was asked besides the config (stages, a given Base-Net), so that
+    // `mdgan resume` does the same
+    {2, "ALTER TABLE runs ADD COLUMN options TEXT CHECK (options IS NULL OR json_valid(options));\n"},
 };
 _Static_assert(sizeof db_migrations / sizeof db_migrations[0] == DB_SCHEMA_VERSION,
                "DB_SCHEMA_VERSION must be the number of migration steps");
@@ -99,8 +102,9 @@ _Static_assert(sizeof db_migrations / sizeof db_migrations[0] == DB_SCHEMA_VERSI
     X(ROLLBACK, "ROLLBACK")                                                                   \
     X(RUN_INSERT, "INSERT INTO runs (name, config, config_sha256, status, created, updated) "  \
                   "VALUES (?1, ?2, ?3, 'created', ?4, ?4)")                                   \
-    X(RUN_GET, "SELECT id, name, config, config_sha256, status, pid, created, updated "       \
-               "FROM runs WHERE name = ?1")                                                   \
+    X(RUN_GET, "SELECT id, name, config, config_sha256, status, pid, created, updated, "      \
+               "options FROM runs WHERE name = ?1")                                           \
+    X(RUN_SET_OPTIONS, "UPDATE runs SET options = ?2, updated = ?3 WHERE id = ?1")            \
     X(RUN_SET_STATUS, "UPDATE runs SET status = ?2, updated = ?3 WHERE id = ?1")              \
     X(RUN_SET_PID, "UPDATE runs SET pid = ?2, updated = ?3 WHERE id = ?1")                    \
     X(RUN_TOUCH, "UPDATE runs SET updated = ?2 WHERE id = ?1")                                \
@@ -109,12 +113,15 @@ _Static_assert(sizeof db_migrations / sizeof db_migrations[0] == DB_SCHEMA_VERSI
       "  lm.stage, lm.step, "                                                                 \
       "  CASE WHEN lm.run_id IS NOT NULL THEN "                                               \
       "    (SELECT json_group_object(m.name, m.value) FROM metrics m "                        \
-      "     WHERE m.run_id = r.id AND m.stage = lm.stage AND m.step = lm.step) END "          \
+      "     WHERE m.run_id = r.id AND m.stage = lm.stage AND m.step = lm.step "               \
+      "       AND m.name NOT LIKE 'loss.%') END "                                             \
       "FROM runs r "                                                                          \
       "LEFT JOIN stages s ON s.id = (SELECT id FROM stages WHERE run_id = r.id "              \
-      "                              ORDER BY updated DESC, id DESC LIMIT 1) "                \
+      "                              ORDER BY total_steps > 0 DESC, updated DESC, id DESC "   \
+      "                              LIMIT 1) "                                               \
       "LEFT JOIN metrics lm ON (lm.run_id, lm.stage, lm.step, lm.name) = "                    \
       "  (SELECT run_id, stage, step, name FROM metrics WHERE run_id = r.id "                 \
+      "   AND name NOT LIKE 'loss.%' "                                                        \
       "   ORDER BY time DESC, step DESC LIMIT 1) "                                            \
       "ORDER BY r.created DESC, r.id DESC")                                                   \
     X(STAGE_PUT,                                                                              \
@@ -147,7 +154,9 @@ _Static_assert(sizeof db_migrations / sizeof db_migrations[0] == DB_SCHEMA_VERSI
     X(JOB_ADD, "INSERT INTO jobs (run_id, kind, input, output, status, created) "             \
                "VALUES (?1, ?2, ?3, ?4, 'running', ?5)")                                      \
     X(JOB_FINISH, "UPDATE jobs SET status = ?2, message = ?3, finished = ?4 "                 \
-                  "WHERE id = ?1 RETURNING run_id")
+                  "WHERE id = ?1 RETURNING run_id") \
+    X(JOBS_LIST, "SELECT id, kind, input, output, status, message, created, finished "        \
+                 "FROM jobs WHERE run_id = ?1 ORDER BY id")
 
 enum {
 #define DB_ENUM(name, sql) STMT_##name,
@@ -560,7 +569,8 @@ int db_run_get(Db *db, const char *name, DbRun *out) {
         out->pid = sqlite3_column_int(s, 5);
         out->created = sqlite3_column_double(s, 6);
         out->updated = sqlite3_column_double(s, 7);
-        if (!out->name || !out->config || !out->status) {
+        out->options = col_text(s, 8) ? strdup(col_text(s, 8)) : NULL;
+        if (!out->name || !out->config || !out->status || (col_text(s, 8) && !out->options)) {
             MDGAN_ERR("%s: reading run '%s': out of memory", db->path, name);
             db_run_free(out);
             ret = -1;
@@ -580,7 +590,8 @@ void db_run_free(DbRun *r) {
     free(r->name);
     free(r->config);
     free(r->status);
-    r->name = r->config = r->status = NULL;
+    free(r->options);
+    r->name = r->config = r->status = r->options = NULL;
 }
 
 // An UPDATE of one run by id that must find it.
@@ -609,6 +620,10 @@ int db_run_set_status(Db *db, int64_t run_id, const char *status) {
 
 int db_run_set_pid(Db *db, int64_t run_id, int pid) {
     return run_update(db, STMT_RUN_SET_PID, run_id, NULL, pid, "setting a run's pid");
+}
+
+int db_run_set_options(Db *db, int64_t run_id, const char *options_json) {
+    return run_update(db, STMT_RUN_SET_OPTIONS, run_id, options_json, 0, "setting a run's options");
 }
 
 int db_runs_list(Db *db, DbRunFn fn, void *ctx) {
@@ -827,6 +842,26 @@ int db_events_list(Db *db, int64_t run_id, DbEventFn fn, void *ctx) {
 }
 
 // ---- jobs
+
+int db_jobs_list(Db *db, int64_t run_id, DbJobFn fn, void *ctx) {
+    sqlite3_stmt *s = db->stmt[STMT_JOBS_LIST];
+    if (bind_i64(db, s, 1, run_id)) {
+        stmt_reset(s);
+        return -1;
+    }
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        DbJob j = {sqlite3_column_int64(s, 0), col_text(s, 1), col_text(s, 2), col_text(s, 3), col_text(s, 4),
+                   col_text(s, 5), sqlite3_column_double(s, 6), sqlite3_column_double(s, 7)};
+        if ((ret = fn(&j, ctx)) != 0) break;
+    }
+    if (ret == 0 && rc != SQLITE_DONE) {
+        db_err(db, "listing jobs");
+        ret = -1;
+    }
+    stmt_reset(s);
+    return ret;
+}
 
 int db_job_add(Db *db, int64_t run_id, const char *kind, const char *input, const char *output,
                int64_t *id) {

@@ -26,7 +26,7 @@
 typedef struct Db Db;
 
 // This build's schema version (the number of built-in migration steps).
-#define DB_SCHEMA_VERSION 1
+#define DB_SCHEMA_VERSION 2
 // PRAGMA application_id of an mdgan database ("mdgn").
 #define DB_APPLICATION_ID 0x6d64676e
 
@@ -58,6 +58,7 @@ int db_run_create(Db *db, const char *name, const char *config, const char *conf
 typedef struct {
     int64_t id;
     char *name, *config, *status;   // owned; db_run_free
+    char *options;                  // owned JSON object text, or NULL when none was set
     char config_sha256[65];
     int pid;                        // coordinator pid; 0 when none recorded
     double created, updated;
@@ -68,6 +69,8 @@ void db_run_free(DbRun *r);         // frees the strings, not r
 
 int db_run_set_status(Db *db, int64_t run_id, const char *status);
 int db_run_set_pid(Db *db, int64_t run_id, int pid);   // 0 clears it
+// The run's options (a JSON object text: what the coordinator was asked besides the config).
+int db_run_set_options(Db *db, int64_t run_id, const char *options_json);
 
 // One row of `mdgan runs`. Pointers are valid only during the callback.
 typedef struct {
@@ -75,10 +78,12 @@ typedef struct {
     const char *name, *status;
     int pid;                    // 0 = none
     double created, updated;
-    const char *stage;          // most recently updated stage; NULL when none
+    const char *stage;          // most recently updated stage that counts steps (else any);
+                                // NULL when none
     int64_t step;               // that stage's step
     const char *metrics;        // JSON object {name: value} of the newest metrics step
-                                // (any stage), NULL when none; NaN values are null
+                                // (any stage), NULL when none; NaN values are null.
+                                // Names starting "loss." (training losses) are left out.
     const char *metrics_stage;  // that step's stage and number
     int64_t metrics_step;
 } DbRunRow;
@@ -147,6 +152,14 @@ int db_job_add(Db *db, int64_t run_id, const char *kind, const char *input, cons
                int64_t *id);
 // status "done" or "failed"; message (may be NULL) says why it failed.
 int db_job_finish(Db *db, int64_t job_id, const char *status, const char *message);
+
+typedef struct {
+    int64_t id;
+    const char *kind, *input, *output, *status, *message;   // message NULL unless failed
+    double created, finished;                               // finished 0 while running
+} DbJob;
+typedef int (*DbJobFn)(const DbJob *j, void *ctx);
+int db_jobs_list(Db *db, int64_t run_id, DbJobFn fn, void *ctx);        // oldest first
 
 // PRAGMA integrity_check is "ok" and PRAGMA foreign_key_check finds nothing; the
 // message of a failure quotes the first problems.
