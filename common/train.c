@@ -45,6 +45,16 @@ void train_install_signals(void) {
 }
 
 int train_stop_signal(void) { return stop_signal; }
+
+void train_request_stop(int sig) {
+    if (stop_signal) return;
+    stop_signal = sig;
+    if (signal_pipe[1] >= 0) {
+        char c = 1;
+        ssize_t w = write(signal_pipe[1], &c, 1);
+        (void)w;
+    }
+}
 int train_signal_fd(void) { return signal_pipe[0]; }
 int train_signal_exit_code(int sig) { return sig == SIGINT ? 130 : sig == SIGTERM ? 143 : 0; }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "mdgan/cli.h"
+#include "mdgan/control.h"
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
 #include "mdgan/image.h"
@@ -36,6 +37,8 @@ typedef struct {
     double baseline_l1;
     float losses[TRAIN_MAX_LOSSES];
     Progress prog;
+    ControlClient *control;     // the coordinator's control plane (NULL: run by hand)
+    double last_report;         // when PROGRESS was last posted
 } Loop;
 
 // ---------------------------------------------------------------- options
@@ -45,7 +48,7 @@ int trainer_parse_args(TrainArgs *a, int argc, char **argv, const TrainExtraOpts
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
         {"resume", required_argument, 0, 'r'}, {"steps", required_argument, 0, 'n'},
         {"minutes", required_argument, 0, 'm'}, {"log-every", required_argument, 0, 'l'},
-        {"help", no_argument, 0, 'h'}};
+        {"control", required_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}};
     struct option opts[32];
     int nopts = 0;
     for (size_t k = 0; k < sizeof common / sizeof common[0]; k++) opts[nopts++] = common[k];
@@ -64,6 +67,7 @@ int trainer_parse_args(TrainArgs *a, int argc, char **argv, const TrainExtraOpts
             a->sets[a->nsets++] = optarg;
             break;
         case 'r': a->resume = optarg; break;
+        case 'C': a->control = optarg; break;
         case 'n': if (cli_int("--steps", optarg, 1, 2000000000, &v) != 0) return -1; a->max_steps = v; break;
         case 'l': if (cli_int("--log-every", optarg, 1, 1000000, &v) != 0) return -1; a->log_every = v; break;
         case 'm': {
@@ -99,7 +103,8 @@ static int key_may_change(const TrainStage *st, const char *section, const char 
     static const char *const schedule[] = {"epochs =", "ckpt_every =", "sample_every =", "keep ="};
     if (!strcmp(section, st->other_section) || !strcmp(section, "[transport]") || !strcmp(section, "[coord]"))
         return 1;
-    if (!strcmp(section, "[run]")) return !strncmp(line, "threads =", 9);
+    // where the run folder lives may move with it (mdgan resume --set run.dir=...)
+    if (!strcmp(section, "[run]")) return !strncmp(line, "threads =", 9) || !strncmp(line, "dir =", 5);
     if (strcmp(section, st->section) != 0) return 0;
     for (size_t k = 0; k < sizeof schedule / sizeof schedule[0]; k++)
         if (!strncmp(line, schedule[k], strlen(schedule[k]))) return 1;
@@ -331,6 +336,24 @@ static int evaluate(Loop *lp) {
         MDGAN_ERR("cannot write %s", lp->metrics_path);
         return -1;
     }
+    if (lp->control) {
+        json_t *m = json_pack("{s:f, s:f, s:f, s:f}", "val_l1", l1_sum[K - 1], "psnr", own->psnr, "ssim", own->ssim,
+                              "motion_ratio", own->motion_ratio);
+        char key[80];
+        for (int o = 0; o < K - 1; o++) {
+            const char *on = st->output_names[o];
+            snprintf(key, sizeof key, "%s_l1", on), json_object_set_new(m, key, json_real(l1_sum[o]));
+            snprintf(key, sizeof key, "%s_psnr", on), json_object_set_new(m, key, json_real(sum[o].psnr));
+            snprintf(key, sizeof key, "%s_ssim", on), json_object_set_new(m, key, json_real(sum[o].ssim));
+            snprintf(key, sizeof key, "%s_motion_ratio", on), json_object_set_new(m, key, json_real(sum[o].motion_ratio));
+        }
+        for (int e = 0; e < st->nextras; e++) json_object_set_new(m, st->extra_names[e], json_real(extra_sum[e]));
+        // a NaN (no motion in a real clip) is reported as null
+        const char *name;
+        json_t *v;
+        json_object_foreach(m, name, v) if (!isfinite(json_real_value(v))) json_object_set_new(m, name, json_null());
+        control_post(lp->control, CTL_EVAL, json_pack("{s:I, s:o}", "step", (json_int_t)lp->step, "metrics", m));
+    }
     char line[1024];
     int at = snprintf(line, sizeof line, "%s: step %ld validation (%d clips):", st->name, lp->step, lp->nval);
     for (int o = K - 1; o >= 0 && at < (int)sizeof line; o--)
@@ -342,6 +365,43 @@ static int evaluate(Loop *lp) {
     progress_note(&lp->prog, "%s (copy-first: L1 %.4f PSNR %.2f SSIM %.4f); samples %s", line, lp->baseline_l1,
                   lp->baseline.psnr, lp->baseline.ssim, lp->sample_dir);
     return 0;
+}
+
+// CHECKPOINT to the coordinator: the path in the run folder, and the sha256 its
+// sidecar holds (written a moment ago; read back rather than hashing the file again).
+static void report_checkpoint(Loop *lp, const char *path) {
+    if (!lp->control) return;
+    char side[4200], hex[65] = "";
+    snprintf(side, sizeof side, "%s.sha256", path);
+    FILE *f = fopen(side, "r");
+    if (f) {
+        if (fscanf(f, "%64s", hex) != 1) hex[0] = 0;
+        fclose(f);
+    }
+    struct stat sb;
+    if (strlen(hex) != 64 || stat(path, &sb) != 0) return;
+    const char *rel = strrchr(path, '/');
+    char relpath[300];
+    snprintf(relpath, sizeof relpath, "checkpoints/%s", rel ? rel + 1 : path);
+    control_post(lp->control, CTL_CHECKPOINT,
+                 json_pack("{s:s, s:I, s:I, s:s, s:I}", "path", relpath, "step", (json_int_t)lp->step, "epoch",
+                           (json_int_t)(lp->step / lp->order.steps_per_epoch), "sha256", hex, "bytes",
+                           (json_int_t)sb.st_size));
+}
+
+// PROGRESS to the coordinator, at most once a second and at every checkpoint step.
+static void report_progress(Loop *lp, int force) {
+    const double now = train_now();
+    if (!lp->control || (!force && now - lp->last_report < 1.0)) return;
+    lp->last_report = now;
+    const double dt = now - lp->prog.t_start;
+    json_t *losses = json_object();
+    for (int l = 0; l < lp->st->nlosses; l++)
+        json_object_set_new(losses, lp->st->loss_names[l], isfinite(lp->losses[l]) ? json_real(lp->losses[l]) : json_null());
+    control_post(lp->control, CTL_PROGRESS,
+                 json_pack("{s:I, s:I, s:I, s:f, s:o}", "step", (json_int_t)lp->step, "total_steps",
+                           (json_int_t)lp->total_steps, "epoch", (json_int_t)(lp->step / lp->order.steps_per_epoch),
+                           "rate", dt > 0 ? (lp->step - lp->prog.first_step) / dt : 0.0, "losses", losses));
 }
 
 // eval_due: an evaluation follows this checkpoint (a resume from it redoes the
@@ -377,7 +437,9 @@ static int save_checkpoint(Loop *lp, char *path, size_t n, int eval_due) {
     int nnets = st->save(lp->self, nets, meta + nmeta, &nextra);
     if (nnets < 0) return -1;
     if (ckpt_save(path, nets, nnets, meta, nmeta + nextra) != 0) return -1;
-    return train_ckpt_commit(path, lp->ckpt_dir, st->name, lp->sch.keep);
+    if (train_ckpt_commit(path, lp->ckpt_dir, st->name, lp->sch.keep) != 0) return -1;
+    report_checkpoint(lp, path);
+    return 0;
 }
 
 // The losses of the checkpoint's last step (zeros when an older file lacks them).
@@ -428,6 +490,14 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
             goto done;
         }
         mdgan_errclear();
+    }
+    if (a->control) {
+        // heartbeats start before the dataset is read, which may take long
+        lp->control = control_client_start(a->control, st->name, control_heartbeat_interval(c->coord.heartbeat_s),
+                                           c->transport.curve_server_key);
+        if (!lp->control) goto done;
+        control_post(lp->control, CTL_HELLO,
+                     json_pack("{s:s, s:i, s:s}", "stage", st->name, "pid", (int)getpid(), "run", c->run.name));
     }
     rc = MDGAN_EXIT_RUNTIME;
     if (fio_mkdir_p(lp->ckpt_dir, 0755) != 0 || fio_mkdir_p(lp->sample_dir, 0755) != 0) goto done;
@@ -520,6 +590,7 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
         st->describe(lp->self, lp->losses, desc, sizeof desc);
         progress_step(&lp->prog, lp->step, (int)(lp->step - 1) / (int)lp->order.steps_per_epoch + 1, lp->sch.epochs,
                       N, "%s", desc);
+        report_progress(lp, lp->step % lp->sch.ckpt_every == 0 || lp->step == lp->total_steps);
         const int sig = train_stop_signal();
         const int out_of_time = a->minutes > 0 && train_now() - t0 >= a->minutes * 60;
         stop = sig || out_of_time;
@@ -563,9 +634,16 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
                   summary[0] ? "; " : "", summary, path, lp->sample_dir, st->name, lp->step, lp->sample_dir,
                   st->name, lp->step, lp->metrics_path);
     rc = train_signal_exit_code(train_stop_signal());
+    report_progress(lp, 1);
+    if (rc == MDGAN_EXIT_OK && lp->step >= lp->total_steps)
+        control_post(lp->control, CTL_DONE,
+                     json_pack("{s:I, s:I}", "step", (json_int_t)lp->step, "total_steps", (json_int_t)lp->total_steps));
 done:
     // whatever failed, a stop that a signal asked for exits as one
     if (rc != MDGAN_EXIT_OK && train_stop_signal()) rc = train_signal_exit_code(train_stop_signal());
+    if (rc != MDGAN_EXIT_OK && !train_stop_signal() && lp->control)
+        control_post(lp->control, CTL_ERROR, json_pack("{s:s}", "message", mdgan_errmsg()[0] ? mdgan_errmsg() : "failed"));
+    control_client_stop(lp->control, 2.0);
     st_close(&ck);
     free(idx);
     if (lp->self) st->destroy(lp->self);

@@ -20,6 +20,7 @@
 #include "mdgan/stage1.h"
 #include "mdgan/train_stages.h"
 #include "mdgan/wire.h"
+#include "mdgan/control.h"
 
 static const char *PROG = "mdgan-base";
 
@@ -30,7 +31,7 @@ static void usage(FILE *out) {
             "Stage I of MD-GAN: the Base-Net generator G1 and its discriminator D1.\n"
             "\n"
             "mdgan-base train [--config FILE] [--set section.key=value ...] [--resume CKPT|DIR]\n"
-            "                 [--steps N] [--minutes M] [--log-every N]\n"
+            "                 [--steps N] [--minutes M] [--log-every N] [--control ENDPOINT]\n"
             "  Trains G1/D1 on [data] root with the [base] settings of the config (default:\n"
             "  built-in defaults, see pipeline.conf). Writes into <run.dir>/<run.name>/:\n"
             "    checkpoints/base_step_N.safetensors (+ .sha256), the newest [base] keep kept\n"
@@ -39,18 +40,23 @@ static void usage(FILE *out) {
             "  --resume CKPT|DIR  continue exactly from a checkpoint (or the newest that verifies\n"
             "                     in a run folder); without --config the checkpoint's own config is\n"
             "                     used. Only [base] epochs, ckpt_every, sample_every, keep,\n"
-            "                     run.threads, [refine], [transport] and [coord] may change.\n"
+            "                     run.threads, run.dir, [refine], [transport] and [coord] may change.\n"
             "  --steps N          stop after N steps in all (default: [base] epochs)\n"
             "  --minutes M        stop after M minutes of training, with a checkpoint\n"
             "  --log-every N      progress line every N steps when stderr is not a terminal (10)\n"
+            "  --control ENDPOINT report to the coordinator's control socket there (HELLO,\n"
+            "                     PROGRESS, CHECKPOINT, EVAL, DONE, ERROR, heartbeats); its STOP\n"
+            "                     acts as SIGTERM. `mdgan run` sets it.\n"
             "  SIGINT/SIGTERM stop after the current step with a checkpoint (exit 130/143).\n"
             "\n"
             "mdgan-base serve --checkpoint FILE [--config FILE] [--set section.key=value ...]\n"
+            "                 [--control ENDPOINT]\n"
             "  Serves G1 to Refine-Net over ZeroMQ: loads G1 from FILE and the clips of [data]\n"
             "  (the config defaults to the checkpoint's own), binds transport.data_endpoint\n"
             "  (empty: ipc://<run.dir>/<run.name>/sockets/data.sock; tcp://127.0.0.1:* picks a\n"
             "  port), prints 'serving ENDPOINT' on stdout, and answers batch requests with the\n"
-            "  real clips Y and G1's clips Y1 until SIGINT/SIGTERM (exit 130/143).\n"
+            "  real clips Y and G1's clips Y1 until SIGINT/SIGTERM (exit 130/143). --control as for\n"
+            "  train (HELLO once the socket is bound).\n"
             "\n"
             "mdgan-base infer --checkpoint FILE --data DIR --out DIR [--frames T] [--size S]\n"
             "                 [--bn running|batch] [--threads N]\n"
@@ -169,11 +175,12 @@ static int g1_produce(void *ctx, const float *y, int n, float *y1) {
 }
 
 static int cmd_serve(int argc, char **argv) {
-    const char *ckpt = NULL, *config_path = NULL, *sets[256];
+    const char *ckpt = NULL, *config_path = NULL, *sets[256], *control = NULL;
     int nsets = 0;
     static const struct option opts[] = {{"checkpoint", required_argument, 0, 'k'},
                                          {"config", required_argument, 0, 'c'},
                                          {"set", required_argument, 0, 's'},
+                                         {"control", required_argument, 0, 'C'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int opt;
@@ -182,6 +189,7 @@ static int cmd_serve(int argc, char **argv) {
         switch (opt) {
         case 'k': ckpt = optarg; break;
         case 'c': config_path = optarg; break;
+        case 'C': control = optarg; break;
         case 's':
             if (nsets == 256) {
                 MDGAN_ERR("too many --set options");
@@ -204,10 +212,15 @@ static int cmd_serve(int argc, char **argv) {
     Dataset ds = {0};
     G1Server g = {0};
     void *zctx = NULL, *sock = NULL;
+    ControlClient *cc = NULL;
     char g1_sha[65], endpoint[1100];
     if (st_open(&f, ckpt) != 0 || trainer_load_config(&c, config_path, sets, nsets, st_meta_get(&f, "config") ? &f : NULL, ckpt) != 0)
         goto done;
     cli_set_threads(c.run.threads);
+    // heartbeats while G1 and the clips load; HELLO once the socket is bound
+    if (control && !(cc = control_client_start(control, "serve", control_heartbeat_interval(c.coord.heartbeat_s),
+                                               c.transport.curve_server_key)))
+        goto done;
     const int T = c.data.frames, S = c.data.size;
     g.T = T, g.S = S;
     if (ckpt_load_generator(&g.g, &f, NET_G1, T, S) != 0) goto done;
@@ -247,12 +260,16 @@ static int cmd_serve(int argc, char **argv) {
     fflush(stdout);
     fprintf(stderr, "base serve: G1 of %s (sha256 %.12s...) for %d clips on %s; SIGTERM stops\n", ckpt, g1_sha,
             ds.nclips, endpoint);
+    control_post(cc, CTL_HELLO, json_pack("{s:s, s:i, s:s}", "stage", "serve", "pid", (int)getpid(), "run", c.run.name));
     rc = MDGAN_EXIT_RUNTIME;
     if (dataplane_serve(&srv, sock) != 0) goto done;
     fprintf(stderr, "base serve: stopped by signal %d after %ld replies (%ld bad requests answered)\n",
             train_stop_signal(), srv.served, srv.errors);
     rc = train_signal_exit_code(train_stop_signal());
 done:
+    if (rc != MDGAN_EXIT_OK && !train_stop_signal())
+        control_post(cc, CTL_ERROR, json_pack("{s:s}", "message", mdgan_errmsg()[0] ? mdgan_errmsg() : "failed"));
+    control_client_stop(cc, 2.0);
     if (sock) zmq_close(sock);
     if (zctx) zmq_ctx_term(zctx);
     for (int k = 0; k < g.nacts; k++) acts_free(&g.acts[k]);

@@ -28,7 +28,7 @@ static void usage_train(FILE *out) {
             "mdgan-refine train [--config FILE] [--set section.key=value ...] [--resume CKPT|DIR]\n"
             "                   [--base ENDPOINT | --base-outputs DIR] [--init-g2 FILE]\n"
             "                   [--steps N] [--minutes M]\n"
-            "                   [--log-every N]\n"
+            "                   [--log-every N] [--control ENDPOINT]\n"
             "  Trains G2/D2 with the [refine] settings: Y2 = G2(Y1); D2 judges Y, Y1 and Y2 with\n"
             "  shared weights; G2's loss is adversarial + lambda_l1 * L1 + lambda_rank * the\n"
             "  ranking loss on Gram matrices of D2's conv1/conv3 features (refine.rank_form).\n"
@@ -49,7 +49,7 @@ static void usage_train(FILE *out) {
             "  --resume CKPT|DIR     continue exactly from a checkpoint (or the newest that verifies\n"
             "                        in a run folder); without --config the checkpoint's own config\n"
             "                        is used\n"
-            "  --steps N / --minutes M / --log-every N   as mdgan-base train\n"
+            "  --steps N / --minutes M / --log-every N / --control ENDPOINT   as mdgan-base train\n"
             "  SIGINT/SIGTERM stop after the current step with a checkpoint (exit 130/143).\n");
 }
 

@@ -11,6 +11,8 @@
 // same kind restores the default action, so a stuck process can still be killed.
 void train_install_signals(void);
 int train_stop_signal(void);   // 0, or the signal number that asked to stop
+// The same stop as if signal sig had arrived (the coordinator's STOP); from any thread.
+void train_request_stop(int sig);
 // Read end of a self-pipe the handler writes a byte to, so that a zmq_poll (or poll)
 // that watches it wakes at once on SIGINT/SIGTERM. -1 before train_install_signals.
 int train_signal_fd(void);

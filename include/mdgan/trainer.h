@@ -82,6 +82,7 @@ typedef struct TrainStage {
 
 // The options every `train` command takes:
 //   --config FILE --set k=v ... --resume CKPT|DIR --steps N --minutes M --log-every N
+//   --control ENDPOINT
 typedef struct {
     const char *config_path;
     const char *sets[256];
@@ -90,6 +91,7 @@ typedef struct {
     long max_steps;
     double minutes;
     long log_every;
+    const char *control;         // --control ENDPOINT: report to the coordinator there
     void *stage_args;            // passed to the stage as TrainEnv.args
 } TrainArgs;
 
