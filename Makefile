@@ -90,44 +90,20 @@ fixtures:
 install-deps:
 	sh .ci/install-deps
 
-# The default job (until the coordinator runs it): data (if none), Stage I, then
-# mdgan-base serve with Stage II training against it over ZeroMQ, then both stages over
-# the data set, metrics, and where everything is. Run again, it resumes the same run.
+# The default job: data (if none), then `mdgan run pipeline.conf`: Stage I, mdgan-base
+# serve with Stage II training against it over ZeroMQ, predictions of the validation
+# clips through both stages, their metrics and the report. Each time a new run
+# (default, default-2, ...) on the same data.
 CONF_GET = sed -n 's/^$(1) *= *//p' pipeline.conf | head -n 1
 demo:
 	@if [ "$$(id -u)" = 0 ]; then sh .ci/install-deps --runtime; fi
 	@$(MAKE) --no-print-directory all
 	@set -e; start=$$(date +%s); \
 	root=$$($(call CONF_GET,root)); frames=$$($(call CONF_GET,frames)); size=$$($(call CONF_GET,size)); \
-	run=$$($(call CONF_GET,dir))/$$($(call CONF_GET,name)); \
 	if ! ls $$root/*/*/* >/dev/null 2>&1; then \
 	  bin/mdgan data synth --out $$root --clips 48 --frames $$frames --size $$size --per-video 4; fi; \
-	resume=""; ls $$run/checkpoints/base_step_*.safetensors >/dev/null 2>&1 && resume="--resume $$run"; \
-	bin/mdgan-base train --config pipeline.conf $$resume --minutes 6; \
-	ckpt=$$(ls $$run/checkpoints/base_step_*.safetensors | tail -n 1); \
-	echo "== Stage II: mdgan-base serve + mdgan-refine train over ZeroMQ"; \
-	bin/mdgan-base serve --checkpoint $$ckpt --config pipeline.conf >$$run/serve.out 2>$$run/serve.log & spid=$$!; \
-	trap 'kill $$spid 2>/dev/null || true' EXIT; \
-	resume=""; ls $$run/checkpoints/refine_step_*.safetensors >/dev/null 2>&1 && resume="--resume $$run"; \
-	bin/mdgan-refine train --config pipeline.conf $$resume --minutes 5; \
-	kill $$spid; wait $$spid || true; \
-	rckpt=$$(ls $$run/checkpoints/refine_step_*.safetensors | tail -n 1); \
-	echo "== both stages over the data set"; \
-	bin/mdgan-base infer --checkpoint $$ckpt --data $$root --out $$run/y1; \
-	bin/mdgan-refine infer --checkpoint $$rckpt --input $$run/y1 --out $$run/y2; \
-	echo "== Y1 (Stage I) and Y2 (Stage II) against the real clips, every clip of the data set"; \
-	bin/mdgan eval --pred $$run/y1 --real $$root --frames $$frames --json $$run/eval_y1.json | tail -n 2 | sed 's/^/Y1 /'; \
-	bin/mdgan eval --pred $$run/y2 --real $$root --frames $$frames --json $$run/eval_y2.json | tail -n 2 | sed 's/^/Y2 /'; \
-	sheet=$$(ls $$run/samples/refine_step_*.png | tail -n 1); \
-	echo; echo "demo done in $$(( $$(date +%s) - start )) s"; \
-	echo "  checkpoints:   $$ckpt"; \
-	echo "                 $$rckpt"; \
-	echo "  contact sheet: $$sheet (per validation clip: real, Y1, Y2)"; \
-	echo "  animation:     $${sheet%.png}.gif"; \
-	echo "  videos:        $$run/y1/<video>/<clip>/frame_*.png (Stage I), $$run/y2/... (Stage II)"; \
-	echo "                 $$run/y2/contact_sheet.png"; \
-	echo "  metrics:       $$(ls $$run/samples/refine_metrics_step_*.json | tail -n 1) (validation: Y1, Y2, copy-first)"; \
-	echo "                 $$run/eval_y1.json, $$run/eval_y2.json (every clip), $$run/*_metrics.jsonl"
+	bin/mdgan run pipeline.conf; \
+	echo; echo "demo done in $$(( $$(date +%s) - start )) s"
 
 BENCH_WIRE := $(BUILD)/bench/bench_wire
 # mdgan against PyTorch side by side (bench/README.md); BENCH_ARGS="--quick" etc.;

@@ -1,4 +1,5 @@
 // mdgan: the user's front door.
+//   run, resume, runs, status, stop, refine, report: the coordinator (common/coordinator.c)
 //   predict  a photo -> a time-lapse clip with a trained or converted Base-Net,
 //            optionally refined by a Refine-Net
 //   data     synth: procedural sky time-lapse clips in the dataset layout
@@ -7,9 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mdgan/ckpt.h"
 #include "mdgan/cli.h"
+#include "mdgan/coordinator.h"
 #include "mdgan/dataset.h"
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
@@ -26,9 +29,55 @@ static void usage(FILE *out) {
             "usage: mdgan COMMAND [options]\n"
             "\n"
             "commands:\n"
+            "  run       train a model: Stage I, then Stage II against it, predictions, a report\n"
+            "  resume    continue an interrupted run exactly where it stopped\n"
+            "  runs      list the runs of the database\n"
+            "  status    one run's stages: progress, rate, ETA, losses, checkpoints (live)\n"
+            "  stop      stop a run cleanly (each stage writes a checkpoint)\n"
+            "  refine    refine a folder of Base-Net clips with a run's Refine-Net\n"
+            "  report    an HTML report of one or more runs (curves, samples, config, events)\n"
             "  predict   generate a time-lapse clip from one photo\n"
             "  data      synth: write procedural sky time-lapse clips\n"
             "  eval      metrics of predicted clips against the real ones\n"
+            "\n"
+            "Every run command takes --config FILE and --set section.key=value (any number) for\n"
+            "where the database (coord.db) and the runs (run.dir) live; built-in defaults:\n"
+            "runs/mdgan.db and runs/.\n"
+            "\n"
+            "mdgan run [CONFIG] [--set k=v ...] [--name NAME] [--stages base|refine|all]\n"
+            "          [--base-checkpoint FILE] [--detach]\n"
+            "  Creates a run (its config snapshot and sha256 in SQLite, its folder\n"
+            "  <run.dir>/<NAME>), trains Stage I (mdgan-base train), then Stage II (mdgan-base\n"
+            "  serve + mdgan-refine train over ZeroMQ), predicts the validation clips through both\n"
+            "  stages with their metrics, and writes the report <run folder>/report/index.html.\n"
+            "  The coordinator watches the stages over its control socket, restarts a failed or\n"
+            "  silent one from its last good checkpoint ([coord] restart, max_restarts,\n"
+            "  heartbeat_s), and records checkpoints, metrics and events.\n"
+            "  --name NAME        default run.name; when taken, run.name-2, -3, ...\n"
+            "  --stages S         base: Stage I only; refine: Stage II on --base-checkpoint FILE\n"
+            "  --detach           return once the stages run; the coordinator's log is\n"
+            "                     <run folder>/coord.log\n"
+            "  SIGINT/SIGTERM stop every stage with a checkpoint (exit 130/143).\n"
+            "\n"
+            "mdgan resume RUN [--set k=v ...] [--detach]\n"
+            "  Continues RUN from each stage's newest checkpoint whose sha256 matches the one\n"
+            "  recorded (a damaged one is reported and the one before it used), with the run's\n"
+            "  own config snapshot; --set may change only transport.*, coord.* and run.threads.\n"
+            "  A moved run is found under --set run.dir=DIR.\n"
+            "\n"
+            "mdgan runs                 name, status, stage and step, times, last validation metrics\n"
+            "mdgan status RUN [--once]  each stage: status, pid, step, rate, ETA, losses, newest\n"
+            "                           checkpoint, restarts; the last events. On a terminal it\n"
+            "                           redraws every second while the run goes on.\n"
+            "mdgan stop RUN [--wait S]  asks RUN's coordinator to stop (each stage writes a\n"
+            "                           checkpoint) and waits up to S seconds (default 600)\n"
+            "mdgan refine (--run RUN | --checkpoint FILE) --input DIR --out DIR\n"
+            "  Refines Base-Net clips (DIR/<video>/<clip>/<frame>.png) with RUN's newest\n"
+            "  Refine-Net checkpoint, or FILE; recorded as a job of the run.\n"
+            "mdgan report RUN [RUN ...] [--out DIR]\n"
+            "  A self-contained folder (default <first run's folder>/report) with index.html:\n"
+            "  loss and validation curves (runs overlaid), the newest contact sheets and GIFs,\n"
+            "  the config, checkpoints and events. Opens offline in a browser.\n"
             "\n"
             "mdgan predict --checkpoint FILE [--refine FILE] --image IMG --out DIR\n"
             "              [--frames T] [--size S] [--bn running|batch] [--raw FILE] [--threads N]\n"
@@ -327,8 +376,187 @@ done:
     return rc;
 }
 
+// ---------------------------------------------------------------- the coordinator's commands
+
+// Options every coordinator command takes, with its own (val >= 256) after them.
+// Returns -1 to go on, else the exit code. Positional arguments are left in
+// argv[optind..argc).
+static int parse_coord_opts(int argc, char **argv, CoordWhere *w, const struct option *own,
+                            int (*handle)(void *ctx, int opt, const char *arg), void *ctx, int min_pos, int max_pos) {
+    struct option opts[24];
+    int n = 0;
+    opts[n++] = (struct option){"config", required_argument, 0, 'c'};
+    opts[n++] = (struct option){"set", required_argument, 0, 's'};
+    opts[n++] = (struct option){"help", no_argument, 0, 'h'};
+    for (int k = 0; own && own[k].name && n < 23; k++) opts[n++] = own[k];
+    opts[n] = (struct option){0, 0, 0, 0};
+    int opt;
+    optind = 1, opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': w->config_path = optarg; break;
+        case 's':
+            if (w->nsets == 256) {
+                MDGAN_ERR("too many --set options");
+                return MDGAN_EXIT_USAGE;
+            }
+            w->sets[w->nsets++] = optarg;
+            break;
+        case 'h': usage(stdout); return MDGAN_EXIT_OK;
+        case ':': MDGAN_ERR("%s: option %s needs a value", argv[0], argv[optind - 1]); return MDGAN_EXIT_USAGE;
+        case '?': MDGAN_ERR("%s: unknown option '%s' (see mdgan --help)", argv[0], argv[optind - 1]); return MDGAN_EXIT_USAGE;
+        default:
+            if (!handle || handle(ctx, opt, optarg) != 0) return MDGAN_EXIT_USAGE;
+        }
+    }
+    const int npos = argc - optind;
+    if (npos < min_pos || npos > max_pos) {
+        if (npos > max_pos) MDGAN_ERR("%s: unexpected argument '%s' (see mdgan --help)", argv[0], argv[optind + max_pos]);
+        else MDGAN_ERR("%s needs %s (see mdgan --help)", argv[0], min_pos == 1 ? "a run name" : "more arguments");
+        return MDGAN_EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int run_opt(void *ctx, int opt, const char *arg) {
+    CoordRunArgs *a = ctx;
+    switch (opt) {
+    case 256: a->name = arg; return 0;
+    case 257: a->stages = arg; return 0;
+    case 258: a->base_checkpoint = arg; return 0;
+    case 259: a->detach = 1; return 0;
+    }
+    return -1;
+}
+
+static const struct option RUN_OPTS[] = {{"name", required_argument, 0, 256},
+                                         {"stages", required_argument, 0, 257},
+                                         {"base-checkpoint", required_argument, 0, 258},
+                                         {"detach", no_argument, 0, 259},
+                                         {0, 0, 0, 0}};
+
+static int cmd_run(int argc, char **argv) {
+    CoordRunArgs a = {0};
+    char bindir[4096];
+    int rc = parse_coord_opts(argc, argv, &a.where, RUN_OPTS, run_opt, &a, 0, 1);
+    if (rc >= 0) return rc;
+    if (optind < argc) {
+        if (a.where.config_path) {
+            MDGAN_ERR("run: give the config once (CONFIG or --config)");
+            return MDGAN_EXIT_USAGE;
+        }
+        a.where.config_path = argv[optind];
+    }
+    if (coord_bindir(bindir, sizeof bindir) != 0) return MDGAN_EXIT_RUNTIME;
+    a.bindir = bindir;
+    return coord_run(&a);
+}
+
+static int cmd_resume(int argc, char **argv) {
+    CoordRunArgs a = {0};
+    char bindir[4096];
+    static const struct option own[] = {{"detach", no_argument, 0, 259}, {0, 0, 0, 0}};
+    int rc = parse_coord_opts(argc, argv, &a.where, own, run_opt, &a, 1, 1);
+    if (rc >= 0) return rc;
+    if (coord_bindir(bindir, sizeof bindir) != 0) return MDGAN_EXIT_RUNTIME;
+    a.bindir = bindir;
+    return coord_resume(argv[optind], &a);
+}
+
+static int cmd_runs(int argc, char **argv) {
+    CoordWhere w = {0};
+    int rc = parse_coord_opts(argc, argv, &w, NULL, NULL, NULL, 0, 0);
+    return rc >= 0 ? rc : coord_runs(&w);
+}
+
+static int status_opt(void *ctx, int opt, const char *arg) {
+    (void)arg;
+    int *live = ctx;
+    if (opt == 256) *live = 0;
+    else if (opt == 257) *live = 1;
+    else return -1;
+    return 0;
+}
+
+static int cmd_status(int argc, char **argv) {
+    CoordWhere w = {0};
+    int live = isatty(1);
+    static const struct option own[] = {{"once", no_argument, 0, 256}, {"live", no_argument, 0, 257}, {0, 0, 0, 0}};
+    int rc = parse_coord_opts(argc, argv, &w, own, status_opt, &live, 1, 1);
+    return rc >= 0 ? rc : coord_status(&w, argv[optind], live);
+}
+
+static int stop_opt(void *ctx, int opt, const char *arg) {
+    int v;
+    if (opt != 256 || cli_int("--wait", arg, 1, 86400, &v) != 0) return -1;
+    *(double *)ctx = v;
+    return 0;
+}
+
+static int cmd_stop(int argc, char **argv) {
+    CoordWhere w = {0};
+    double wait_s = 600;
+    static const struct option own[] = {{"wait", required_argument, 0, 256}, {0, 0, 0, 0}};
+    int rc = parse_coord_opts(argc, argv, &w, own, stop_opt, &wait_s, 1, 1);
+    return rc >= 0 ? rc : coord_stop(&w, argv[optind], wait_s);
+}
+
+typedef struct {
+    const char *run, *checkpoint, *input, *out;
+} RefineOpts;
+
+static int refine_opt(void *ctx, int opt, const char *arg) {
+    RefineOpts *r = ctx;
+    switch (opt) {
+    case 256: r->run = arg; return 0;
+    case 257: r->checkpoint = arg; return 0;
+    case 258: r->input = arg; return 0;
+    case 259: r->out = arg; return 0;
+    }
+    return -1;
+}
+
+static int cmd_refine(int argc, char **argv) {
+    CoordWhere w = {0};
+    RefineOpts r = {0};
+    static const struct option own[] = {{"run", required_argument, 0, 256}, {"checkpoint", required_argument, 0, 257},
+                                        {"input", required_argument, 0, 258}, {"out", required_argument, 0, 259},
+                                        {0, 0, 0, 0}};
+    int rc = parse_coord_opts(argc, argv, &w, own, refine_opt, &r, 0, 0);
+    if (rc >= 0) return rc;
+    if (!r.run == !r.checkpoint || !r.input || !r.out) {
+        MDGAN_ERR("refine needs one of --run RUN or --checkpoint FILE, and --input DIR --out DIR (see mdgan --help)");
+        return MDGAN_EXIT_USAGE;
+    }
+    char bindir[4096];
+    if (coord_bindir(bindir, sizeof bindir) != 0) return MDGAN_EXIT_RUNTIME;
+    return coord_refine(&w, r.run, r.checkpoint, r.input, r.out, bindir);
+}
+
+static int report_opt(void *ctx, int opt, const char *arg) {
+    if (opt != 256) return -1;
+    *(const char **)ctx = arg;
+    return 0;
+}
+
+static int cmd_report(int argc, char **argv) {
+    CoordWhere w = {0};
+    const char *out = NULL;
+    static const struct option own[] = {{"out", required_argument, 0, 256}, {0, 0, 0, 0}};
+    int rc = parse_coord_opts(argc, argv, &w, own, report_opt, &out, 1, 64);
+    if (rc >= 0) return rc;
+    return coord_report(&w, (const char *const *)argv + optind, argc - optind, out);
+}
+
 int main(int argc, char **argv) {
     static const CliCommand commands[] = {
+        {"run", cmd_run},
+        {"resume", cmd_resume},
+        {"runs", cmd_runs},
+        {"status", cmd_status},
+        {"stop", cmd_stop},
+        {"refine", cmd_refine},
+        {"report", cmd_report},
         {"predict", cmd_predict},
         {"data", cmd_data},
         {"eval", cmd_eval},
