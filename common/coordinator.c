@@ -69,6 +69,8 @@ typedef struct {
     int stopping;             // a signal (or a lost server) asked the run to stop
     int serve_failed;         // the Base-Net's server failed past its restarts
     int report_warned;
+    long refused;             // malformed control messages so far
+    char why[1600];           // the last stage failure, for the run's own message
     int started_fd;           // --detach: written once the first stage runs, then closed
     Progress view;            // the coordinator's own progress line
     double last_view;
@@ -440,19 +442,32 @@ static void on_checkpoint(Coord *C, int k, const json_t *b) {
     if (db_ckpt_add(C->db, C->run_id, &c, NULL) != 0) fprintf(stderr, "mdgan: warning: %s\n", mdgan_errmsg());
 }
 
+// A bad message: answered, and logged (a flood of them only now and then, so it cannot
+// fill the database).
+static void refuse(Coord *C, const WireMsg *m, uint32_t status, const char *who, const char *why) {
+    if (++C->refused <= 20 || C->refused % 1000 == 0)
+        coord_log(C, "warn", "malformed control message from %s: %s%s", who, why,
+                  C->refused == 20 ? " (further ones are logged once in 1000)" : "");
+    wire_send_error(C->router, m->route, m->route_len, m->type, status, m->id, why);
+}
+
 static void handle_message(Coord *C, const WireMsg *m) {
     const int k = proc_of_route(m);
     char why[512];
     if (k < 0) {
-        coord_log(C, "warn", "control message from an unknown peer '%.*s' ignored", (int)m->route_len, m->route);
-        wire_send_error(C->router, m->route, m->route_len, m->type, WIRE_E_REQUEST, m->id, "unknown peer name");
+        char who[300];
+        snprintf(who, sizeof who, "an unknown peer '%.*s'", (int)m->route_len, m->route);
+        refuse(C, m, WIRE_E_REQUEST, who, "unknown peer name");
+        return;
+    }
+    if (m->ntensors > 0) {
+        refuse(C, m, WIRE_E_FRAMES, proc_stage[k], "control messages carry no tensors");
         return;
     }
     json_t *b;
     int st = control_check(m->type, m->text, &b, why, sizeof why);
     if (st != WIRE_OK) {
-        coord_log(C, "warn", "malformed control message from %s: %s", proc_stage[k], why);
-        wire_send_error(C->router, m->route, m->route_len, m->type, (uint32_t)st, m->id, why);
+        refuse(C, m, (uint32_t)st, proc_stage[k], why);
         return;
     }
     Proc *p = &C->p[k];
@@ -512,9 +527,7 @@ static void pump(Coord *C, int wait_ms) {
         if (st < 0) break;
         if (st != WIRE_OK) {
             int k = proc_of_route(&m);
-            coord_log(C, "warn", "malformed control message from %s: %s", k >= 0 ? proc_stage[k] : "an unknown peer",
-                      why);
-            wire_send_error(C->router, m.route, m.route_len, m.type, (uint32_t)st, m.id, why);
+            refuse(C, &m, (uint32_t)st, k >= 0 ? proc_stage[k] : "an unknown peer", why);
         } else {
             handle_message(C, &m);
         }
@@ -530,10 +543,12 @@ static int bind_control(Coord *C) {
         return -1;
     }
     const int mandatory = 1, timeout = 1000;
+    const int64_t max_frame = WIRE_ENVELOPE_BYTES + WIRE_MAX_TEXT;   // a control message is an envelope only
     if (wire_socket_setup(C->router, C->endpoint, 1, 10000, C->cfg.transport.curve_server_key,
                           C->cfg.transport.curve_secret_key) != 0 ||
         zmq_setsockopt(C->router, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) != 0 ||
-        zmq_setsockopt(C->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout) != 0)
+        zmq_setsockopt(C->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout) != 0 ||
+        zmq_setsockopt(C->router, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) != 0)
         return -1;
     // a stale socket file of a dead coordinator of this run (the run's lock is ours)
     if (!strncmp(C->endpoint, "ipc://", 6)) unlink(C->endpoint + 6);
@@ -628,13 +643,21 @@ static int reap(Coord *C, int k) {
         return 0;
     }
     proc_status(C, k, "failed");
-    coord_log(C, "error", "%s failed: %s%s%s", proc_stage[k], p->exit_status, p->error[0] ? ": " : "", p->error);
+    snprintf(C->why, sizeof C->why, "%s failed: %s%s%s", proc_stage[k], p->exit_status, p->error[0] ? ": " : "",
+             p->error);
+    coord_log(C, "error", "%s", C->why);
     return -1;
 }
 
 // After a failure: start it again from its last good checkpoint if the config allows.
 static int restart_proc(Coord *C, int k, const char *serve_ckpt) {
     Proc *p = &C->p[k];
+    const int st = p->child.status;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == MDGAN_EXIT_USAGE) {   // bad input or config: it would fail again
+        coord_log(C, "error", "%s: not restarted: it exited with status 2 (bad usage or input, see %s/logs/%s.log)",
+                  proc_stage[k], C->run_dir, proc_stage[k]);
+        return -1;
+    }
     if (!C->cfg.coord.restart || p->restarts_here >= C->cfg.coord.max_restarts) {
         coord_log(C, "error", "%s: not restarted (%s; %d restart%s by this coordinator)", proc_stage[k],
                   C->cfg.coord.restart ? "coord.max_restarts reached" : "coord.restart is false", p->restarts_here,
@@ -986,7 +1009,11 @@ static int go(Coord *C) {
     else fprintf(stderr, "mdgan: see %s/logs/ and `mdgan status %s`; `mdgan resume %s` continues it\n", C->run_dir,
                  C->name, C->name);
     if (r == 1) return train_signal_exit_code(train_stop_signal()) ? train_signal_exit_code(train_stop_signal()) : 143;
-    if (r < 0 && !mdgan_errmsg()[0]) MDGAN_ERR("run '%s' failed", C->name);
+    if (r < 0) {
+        char cause[1600];
+        snprintf(cause, sizeof cause, "%s", C->why[0] ? C->why : mdgan_errmsg());
+        MDGAN_ERR("run '%s' failed%s%s", C->name, cause[0] ? ": " : "", cause);
+    }
     return r == 0 ? MDGAN_EXIT_OK : MDGAN_EXIT_RUNTIME;
 }
 

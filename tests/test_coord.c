@@ -681,9 +681,31 @@ static void test_bad_arguments(void **state) {
     assert_non_null(strstr(out, "none.db"));
 }
 
+// A stage that exits 2 (its input is bad) fails the run at once: a restart would fail
+// the same way.
+static void test_bad_input_fails_without_restarts(void **state) {
+    (void)state;
+    char out[16384], empty[1200];
+    snprintf(empty, sizeof empty, "%s/empty-data", root);
+    mkdir(empty, 0755);
+    int rc = mdgan(out, sizeof out, "run --name bad --set data.root=%s", empty);
+    printf("%s", out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "not restarted: it exited with status 2"));
+    assert_null(strstr(out, "restart 1 of"));
+    char status[32];
+    run_status("bad", status, sizeof status);
+    assert_string_equal(status, "failed");
+    StageRow b;
+    assert_true(stage_row("bad", "base", &b));
+    assert_string_equal(b.status, "failed");
+    assert_int_equal(b.restarts, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_bad_input_fails_without_restarts),
         cmocka_unit_test(test_pipeline_records_everything),
         cmocka_unit_test(test_newer_database_refused),
         cmocka_unit_test(test_second_coordinator_refused),
