@@ -156,7 +156,7 @@ int ckpt_load_generator(Net *net, const StFile *f, NetKind kind, int T, int S) {
     }
     int nf;
     if (ckpt_net_width(f, prefix, kind, &nf) != 0) return -1;
-    if (net_init(net, kind, T, S, S, nf, NULL) != 0) return -1;
+    if (net_init_inference(net, kind, T, S, S, nf) != 0) return -1;
     if (ckpt_load_net(f, net, prefix, 0) != 0) {
         net_free(net);
         return -1;

@@ -4,6 +4,8 @@
 // and (for i < L) its output is added to the output of encoder layer L-i.
 #include "mdgan/net.h"
 
+#include "mdgan/mem.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,8 @@ static void add_bn(Net *net, NetLayer *ly, size_t *np, size_t *nb, const char *f
     ly->rvar = add_tensor(net, nb, 0, 1, shape, fmt, idx, "running_var");
 }
 
-int net_init(Net *net, NetKind kind, int T, int H, int W, int nf, Rng *rng) {
+// The layers, the tensor table and the arenas; training adds gradients and Adam moments.
+static int net_build(Net *net, NetKind kind, int T, int H, int W, int nf, int training) {
     memset(net, 0, sizeof *net);
     if (nf < 1 || nf > 4096) {
         MDGAN_ERR("network width %d is out of range (1..4096)", nf);
@@ -122,16 +125,28 @@ int net_init(Net *net, NetKind kind, int T, int H, int W, int nf, Rng *rng) {
         for (int i = 1; i < L; i++) add_bn(net, &net->up[i], &np, &nb, "upBN%d.%s", i, net->ch[L - i]);
     }
     net->nparams = np, net->nbuffers = nb;
-    net->params = calloc(np, sizeof(float));
-    net->grads = calloc(np, sizeof(float));
-    net->adam_m = calloc(np, sizeof(float));
-    net->adam_v = calloc(np, sizeof(float));
-    net->buffers = calloc(nb ? nb : 1, sizeof(float));
-    if (!net->params || !net->grads || !net->adam_m || !net->adam_v || !net->buffers) {
+    // inference fills every value from a file: malloc, nothing written before that
+    net->params = training ? mem_calloc_big(np, sizeof(float)) : mem_alloc_big(np * sizeof(float));
+    net->buffers = training ? calloc(nb ? nb : 1, sizeof(float)) : malloc((nb ? nb : 1) * sizeof(float));
+    if (training) {
+        net->grads = mem_calloc_big(np, sizeof(float));
+        net->adam_m = mem_calloc_big(np, sizeof(float));
+        net->adam_v = mem_calloc_big(np, sizeof(float));
+    }
+    if (!net->params || !net->buffers || (training && (!net->grads || !net->adam_m || !net->adam_v))) {
         MDGAN_ERR("out of memory for %zu parameters of %s", np, net_kind_name(kind));
         net_free(net);
         return -1;
     }
+    return 0;
+}
+
+int net_init_inference(Net *net, NetKind kind, int T, int H, int W, int nf) {
+    return net_build(net, kind, T, H, W, nf, 0);
+}
+
+int net_init(Net *net, NetKind kind, int T, int H, int W, int nf, Rng *rng) {
+    if (net_build(net, kind, T, H, W, nf, 1) != 0) return -1;
     for (int k = 0; k < net->ntable; k++) {
         const NetTensor *t = &net->table[k];
         float *p = net_tensor_data(net, t);
@@ -234,7 +249,7 @@ int acts_init(Acts *a, const Net *net, int N) {
     for (int k = 0; k < nf; k++) total += fwd[k].n;
     size_t grad_total = 0;
     for (int k = 0; k < nbk; k++) grad_total += bwd[k].n;
-    a->arena = malloc((total + grad_total) * sizeof(float));
+    a->arena = mem_alloc_big((total + grad_total) * sizeof(float));
     if (!a->arena) {
         MDGAN_ERR("out of memory: activations of %s at batch %d need %.1f MiB", net_kind_name(net->kind), N,
                   (double)(total + grad_total) * 4 / 1048576.0);

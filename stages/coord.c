@@ -17,6 +17,7 @@
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
 #include "mdgan/image.h"
+#include "mdgan/mem.h"
 #include "mdgan/metrics.h"
 #include "mdgan/net.h"
 #include "mdgan/synth.h"
@@ -207,7 +208,7 @@ static int cmd_predict(int argc, char **argv) {
     if (acts_init(&a1, &g1, 1) != 0 || (have_g2 && acts_init(&a2, &g2, 1) != 0)) goto done;
     size_t wsn = a1.ws_floats > a2.ws_floats ? a1.ws_floats : a2.ws_floats;
     x = malloc((size_t)3 * T * S * S * sizeof(float));
-    ws = malloc(wsn * sizeof(float));
+    ws = mem_alloc_big(wsn * sizeof(float));
     if (!x || !ws) {
         MDGAN_ERR("out of memory for a %d-frame %dx%d clip", T, S, S);
         goto done;

@@ -279,6 +279,17 @@ static void test_ckpt_roundtrip(void **state) {
     assert_int_equal(g2.adam_step, 2);
     assert_int_equal(g2.bn_batches, 5);
     assert_memory_equal(d.params, d2.params, d.nparams * sizeof(float));
+    // an inference net: the same table and values from the file, no training arenas
+    Net gi;
+    assert_int_equal(ckpt_load_generator(&gi, &f, NET_G1, 8, 32), 0);
+    assert_null(gi.grads);
+    assert_null(gi.adam_m);
+    assert_null(gi.adam_v);
+    assert_int_equal(gi.ntable, g.ntable);
+    assert_memory_equal(gi.params, g.params, g.nparams * sizeof(float));
+    assert_memory_equal(gi.buffers, g.buffers, g.nbuffers * sizeof(float));
+    assert_int_equal(f.mapped, 1);   // a regular file is mapped, not read
+    net_free(&gi);
     // D1 was saved without Adam: asking for it is an error naming the tensor
     assert_int_equal(ckpt_load_net(&f, &d2, "D1", 1), -1);
     assert_non_null(strstr(mdgan_errmsg(), "adam.D1.conv1.weight.exp_avg"));

@@ -75,6 +75,10 @@ int net_levels(int T, int H, int W, int *L, int ext[NET_MAX_LEVELS + 1][3]);
 // BN gamma N(1, 0.02), beta 0, running mean 0, running var 1); rng may be NULL to
 // leave everything zero (a checkpoint fills it).
 int net_init(Net *net, NetKind kind, int T, int H, int W, int nf, Rng *rng);
+// The same layers and tensor table for inference: parameters and BN buffers only (no
+// gradients, no Adam moments: NULL), their values unset until a checkpoint fills them
+// all (ckpt_load_net without Adam). net_forward is all it may run.
+int net_init_inference(Net *net, NetKind kind, int T, int H, int W, int nf);
 void net_free(Net *net);
 const char *net_kind_name(NetKind kind); // "G1", "G2", "D"
 

@@ -24,8 +24,9 @@ typedef struct {
 
 typedef struct {
     char *path;
-    unsigned char *buf;           // the whole file
+    unsigned char *buf;           // the whole file (mapped read-only when it is a regular file)
     size_t size;
+    int mapped;
     StTensor *tensors;            // in header order
     int ntensors;
     void *meta;                   // json_t* of __metadata__ or NULL
