@@ -108,10 +108,12 @@ demo:
 BENCH_WIRE := $(BUILD)/bench/bench_wire
 # mdgan against PyTorch side by side (bench/README.md); BENCH_ARGS="--quick" etc.;
 # then the ZeroMQ tensor transport (bench_wire: ipc:// and tcp://127.0.0.1 between two
-# processes), which takes only --quick from BENCH_ARGS.
-bench: $(BENCH) $(BENCH_WIRE)
+# processes), then `mdgan predict` as a whole process against PyTorch's (bench/predict.sh);
+# those two take only --quick from BENCH_ARGS.
+bench: $(BENCH) $(BENCH_WIRE) $(BINS)
 	@sh bench/run.sh --bin $(abspath $(BENCH)) $(BENCH_ARGS)
 	@$(BENCH_WIRE) $(filter --quick,$(BENCH_ARGS))
+	@sh bench/predict.sh --bin $(abspath $(BINDIR)) $(filter --quick,$(BENCH_ARGS))
 
 $(BENCH_WIRE): bench/bench_wire.c $(LIB) | $(BUILD)/bench
 	@$(if $(Q),echo "  LD      $@")

