@@ -128,6 +128,24 @@ static void test_write_atomic_replaces(void **state) {
     rm_rf(dir);
 }
 
+// The no-fsync variant (images): the same replace, the same errors.
+static void test_write_replace(void **state) {
+    (void)state;
+    char dir[4096], path[4200], missing[4200];
+    make_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/f.png", dir);
+    snprintf(missing, sizeof missing, "%s/missing/f.png", dir);
+    write_file(path, "old content", 11);
+    const void *b[2] = {"ne", "w"};
+    size_t l[2] = {2, 1};
+    assert_int_equal(fio_write_replace(path, b, l, 2), 0);
+    expect_file(path, "new", 3);
+    expect_no_temp(dir);
+    assert_int_equal(fio_write_replace(missing, b, l, 2), -1);
+    expect_msg_has(missing);
+    rm_rf(dir);
+}
+
 static void test_write_atomic_missing_folder(void **state) {
     (void)state;
     char dir[4096], path[4200];
@@ -332,6 +350,7 @@ int main(void) {
         cmocka_unit_test(test_read_all_roundtrip),
         cmocka_unit_test(test_read_all_missing),
         cmocka_unit_test(test_write_atomic_replaces),
+        cmocka_unit_test(test_write_replace),
         cmocka_unit_test(test_write_atomic_missing_folder),
         cmocka_unit_test(test_write_atomic_unwritable_folder),
         cmocka_unit_test(test_write_atomic_write_fails),
