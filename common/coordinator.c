@@ -632,7 +632,9 @@ static int reap(Coord *C, int k) {
     child_describe(&p->child, p->exit_status, sizeof p->exit_status);
     const int st = p->child.status;
     const int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    const int asked = p->stop_sent || C->stopping;
+    // Ctrl-C reaches the whole process group: a stage may end on it before the
+    // coordinator's own loop has seen the same signal
+    const int asked = p->stop_sent || C->stopping || train_stop_signal();
     if (code == 0 && (k == P_SERVE || p->done)) {
         proc_status(C, k, k == P_SERVE ? "stopped" : "done");
         return 1;
