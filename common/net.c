@@ -274,6 +274,68 @@ int acts_init(Acts *a, const Net *net, int N) {
     return 0;
 }
 
+// Inference keeps only what is read later: the encoder outputs a skip adds back, and two
+// buffers the other layers take turns in (a layer's input is always the other one).
+// BatchNorm, the activations and the skip add run in place, so each layer is one buffer.
+int acts_init_inference(Acts *a, const Net *net, int N) {
+    memset(a, 0, sizeof *a);
+    if (N < 1) {
+        MDGAN_ERR("batch size %d must be >= 1", N);
+        return -1;
+    }
+    if (net->kind == NET_D) {
+        MDGAN_ERR("acts_init_inference is for the generators (D's features are read after its forward)");
+        return -1;
+    }
+    a->net = net, a->N = N, a->inference = 1;
+    const int L = net->L;
+    for (int j = 1; j <= L; j++) {
+        if (conv3d_shape(&a->conv[j], N, net->ch[j - 1], net->ch[j], net->ext[j - 1][0], net->ext[j - 1][1],
+                         net->ext[j - 1][2], net->geom[j][0], net->geom[j][1], net->geom[j][2]) != 0)
+            return -1;
+        size_t ws = conv_workspace_floats(&a->conv[j]);
+        if (ws > a->ws_floats) a->ws_floats = ws;
+    }
+    // keep[j]: encoder output j is added back by decoder layer L-j
+    int keep[NET_MAX_LEVELS + 1] = {0};
+    for (int i = 1; i < L; i++)
+        if (net->skip[i]) keep[L - i] = 1;
+    size_t kept = 0, turn = 0, stats = 0;
+    for (int j = 1; j <= L; j++) {
+        size_t n = (size_t)N * net->ch[j] * volume(net->ext[j]);
+        if (keep[j]) kept += n;
+        else if (n > turn) turn = n;
+        stats += 2 * (size_t)net->ch[j];
+    }
+    for (int i = 1; i <= L; i++) {
+        size_t n = (size_t)N * net->ch[L - i] * volume(net->ext[L - i]);
+        if (n > turn) turn = n;
+        stats += 2 * (size_t)net->ch[L - i];
+    }
+    const size_t total = kept + 2 * turn + stats;
+    if (!(a->arena = mem_alloc_big(total * sizeof(float)))) {
+        MDGAN_ERR("out of memory: inference activations of %s at batch %d need %.1f MiB", net_kind_name(net->kind), N,
+                  (double)total * 4 / 1048576.0);
+        return -1;
+    }
+    a->arena_floats = total;
+    float *kp = a->arena, *buf[2] = {a->arena + kept, a->arena + kept + turn}, *st = a->arena + kept + 2 * turn;
+    int k = 0;   // layers in order, encoder then decoder: layer k writes buf[k % 2] unless kept
+    for (int j = 1; j <= L; j++, k++) {
+        float *out = buf[k % 2];
+        if (keep[j]) out = kp, kp += (size_t)N * net->ch[j] * volume(net->ext[j]);
+        a->enc_conv[j] = a->enc_out[j] = out;
+        a->bn_mean[0][j] = st, st += net->ch[j];
+        a->bn_rstd[0][j] = st, st += net->ch[j];
+    }
+    for (int i = 1; i <= L; i++, k++) {
+        a->dec_conv[i] = a->dec_relu[i] = a->dec_out[i] = buf[k % 2];
+        a->bn_mean[1][i] = st, st += net->ch[L - i];
+        a->bn_rstd[1][i] = st, st += net->ch[L - i];
+    }
+    return 0;
+}
+
 void acts_free(Acts *a) {
     free(a->arena);
     memset(a, 0, sizeof *a);
@@ -338,7 +400,7 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
                    mode);
         relu_forward(a->dec_relu[i], a->dec_relu[i], n);
         if (net->skip[i]) {
-            memcpy(a->dec_out[i], a->dec_relu[i], n * sizeof(float));
+            if (a->dec_out[i] != a->dec_relu[i]) memcpy(a->dec_out[i], a->dec_relu[i], n * sizeof(float));
             add_inplace(a->dec_out[i], a->enc_out[L - i], n);
         }
         in = a->dec_out[i];
@@ -359,6 +421,10 @@ static void bn_act_backward(Net *net, Acts *a, float *dconv, const float *dout, 
 static int backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,
                     float *ws, int weight_grads) {
     const int L = net->L, N = a->N;
+    if (a->inference) {
+        MDGAN_ERR("%s backward needs training activations (acts_init), not inference ones", net_kind_name(net->kind));
+        return -1;
+    }
     if (!a->forward_done || a->mode == BN_RUNNING) {
         MDGAN_ERR("%s backward needs a forward pass with batch statistics first", net_kind_name(net->kind));
         return -1;

@@ -13,7 +13,7 @@ int stage1_init(Stage1 *s, int N, int T, int H, int W, int ngf, int ndf, float l
     s->lambda_l1 = lambda_l1, s->opt_g = *opt_g, s->opt_d = *opt_d;
     if (net_init(&s->g, NET_G1, T, H, W, ngf, rng) != 0 || net_init(&s->d, NET_D, T, H, W, ndf, rng) != 0 ||
         acts_init(&s->ag, &s->g, N) != 0 || acts_init(&s->ad_real, &s->d, N) != 0 ||
-        acts_init(&s->ad_fake, &s->d, N) != 0 || acts_init(&s->ainf, &s->g, 1) != 0) {
+        acts_init(&s->ad_fake, &s->d, N) != 0 || acts_init_inference(&s->ainf, &s->g, 1) != 0) {
         stage1_free(s);
         return -1;
     }

@@ -18,7 +18,7 @@ int stage2_init(Stage2 *s, int N, int T, int H, int W, int ngf, int ndf, float l
     s->lambda_l1 = lambda_l1, s->lambda_rank = lambda_rank, s->rank_form = rank_form;
     s->opt_g = *opt_g, s->opt_d = *opt_d;
     if (net_init(&s->g, NET_G2, T, H, W, ngf, rng) != 0 || net_init(&s->d, NET_D, T, H, W, ndf, rng) != 0 ||
-        acts_init(&s->ag, &s->g, N) != 0 || acts_init(&s->ainf, &s->g, 1) != 0) {
+        acts_init(&s->ag, &s->g, N) != 0 || acts_init_inference(&s->ainf, &s->g, 1) != 0) {
         stage2_free(s);
         return -1;
     }

@@ -103,7 +103,7 @@ static int cmd_infer(int argc, char **argv) {
     if (dataset_open(&ds, data, T, S, S, isatty(2) ? dataset_progress_stderr : NULL, NULL) != 0) goto done;
     rc = MDGAN_EXIT_RUNTIME;
     const size_t clip = (size_t)3 * T * S * S;
-    if (acts_init(&acts, &g, 1) != 0) goto done;
+    if (acts_init_inference(&acts, &g, 1) != 0) goto done;
     y = malloc(clip * sizeof(float)), x = malloc(clip * sizeof(float));
     ws = malloc(acts.ws_floats * sizeof(float));
     if (!y || !x || !ws) {
@@ -156,7 +156,7 @@ static int g1_produce(void *ctx, const float *y, int n, float *y1) {
     if (!a) {
         if (g->nacts == 8) acts_free(&g->acts[--g->nacts]);
         a = &g->acts[g->nacts];
-        if (acts_init(a, &g->g, n) != 0) return -1;
+        if (acts_init_inference(a, &g->g, n) != 0) return -1;
         g->nacts++;
         if (a->ws_floats > g->ws_floats) {
             float *ws = realloc(g->ws, a->ws_floats * sizeof(float));

@@ -208,7 +208,7 @@ static int cmd_predict(int argc, char **argv) {
     rc = MDGAN_EXIT_RUNTIME;
     const int T = a.frames, S = a.size;
     // G1's activations are freed before G2's are made: the peak holds one set, not two
-    if (acts_init(&a1, &g1, 1) != 0 || (have_g2 && acts_init(&a2, &g2, 1) != 0)) goto done;
+    if (acts_init_inference(&a1, &g1, 1) != 0 || (have_g2 && acts_init_inference(&a2, &g2, 1) != 0)) goto done;
     size_t wsn = a1.ws_floats > a2.ws_floats ? a1.ws_floats : a2.ws_floats;
     acts_free(&a2);
     const size_t clip = (size_t)3 * T * S * S;
@@ -230,7 +230,7 @@ static int cmd_predict(int argc, char **argv) {
     memcpy(y1, acts_output(&a1), clip * sizeof(float));
     acts_free(&a1);
     if (have_g2) {
-        if (acts_init(&a2, &g2, 1) != 0) goto done;
+        if (acts_init_inference(&a2, &g2, 1) != 0) goto done;
         net_forward(&g2, &a2, y1, a.bn, ws);
     }
     const double t3 = train_now();

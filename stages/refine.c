@@ -276,7 +276,7 @@ static int cmd_infer(int argc, char **argv) {
     const int zoom = image_view_zoom(S);
     // the sheet shows as many frames as a PNG row can hold
     const int fit = (IMAGE_MAX_OUT_SIDE + SHEET_GAP) / (S * zoom + SHEET_GAP), Ts = T < fit ? T : fit;
-    if (acts_init(&acts, &g, 1) != 0) goto done;
+    if (acts_init_inference(&acts, &g, 1) != 0) goto done;
     x = malloc(clip * sizeof(float)), chw = malloc((size_t)3 * S * S * sizeof(float));
     ws = malloc(acts.ws_floats * sizeof(float));
     if (!x || !chw || !ws) {

@@ -298,6 +298,49 @@ static void test_ckpt_roundtrip(void **state) {
     rm_rf(dir);
 }
 
+// Inference activations (buffers reused, BN and the skip add in place) give the same
+// bits as the training ones, for both generators and both BatchNorm modes, in far less
+// memory; D and a backward are refused.
+static void test_inference_acts(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 11);
+    const int N = 2, T = 8, S = 32;
+    const size_t n = (size_t)N * 3 * T * S * S;
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&rng);
+    for (int kind = NET_G1; kind <= NET_G2; kind++) {
+        Net g;
+        assert_int_equal(net_init(&g, kind, T, S, S, 4, &rng), 0);
+        for (size_t i = 0; i < g.nbuffers; i++) g.buffers[i] = 0.5f + 0.25f * (float)rng_uniform(&rng);
+        for (int mode = BN_BATCH; mode <= BN_RUNNING; mode++) {
+            Acts full, inf;
+            assert_int_equal(acts_init(&full, &g, N), 0);
+            assert_int_equal(acts_init_inference(&inf, &g, N), 0);
+            float *ws = malloc((full.ws_floats > inf.ws_floats ? full.ws_floats : inf.ws_floats) * sizeof(float));
+            net_forward(&g, &full, x, (BnMode)mode, ws);
+            net_forward(&g, &inf, x, (BnMode)mode, ws);
+            assert_memory_equal(acts_output(&full), acts_output(&inf), n * sizeof(float));
+            printf("    %s, %s statistics: identical output; activations %.2f MiB instead of %.2f\n",
+                   net_kind_name(g.kind), mode == BN_RUNNING ? "running" : "batch", inf.arena_floats * 4 / 1048576.0,
+                   full.arena_floats * 4 / 1048576.0);
+            assert_true(inf.arena_floats * 2 < full.arena_floats);
+            float *dx = malloc(n * sizeof(float));
+            assert_int_equal(net_backward(&g, &inf, dx, acts_output(&inf), NULL, NULL, ws), -1);
+            assert_non_null(strstr(mdgan_errmsg(), "training activations"));
+            free(dx), free(ws);
+            acts_free(&full), acts_free(&inf);
+        }
+        net_free(&g);
+    }
+    Net d;
+    Acts a;
+    assert_int_equal(net_init(&d, NET_D, T, S, S, 4, &rng), 0);
+    assert_int_equal(acts_init_inference(&a, &d, N), -1);
+    net_free(&d);
+    free(x);
+}
+
 static void test_ckpt_wrong_shape(void **state) {
     (void)state;
     char dir[512], path[600];
@@ -359,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_d),
         cmocka_unit_test(test_ckpt_roundtrip),
         cmocka_unit_test(test_ckpt_wrong_shape),
+        cmocka_unit_test(test_inference_acts),
     };
     return cmocka_run_group_tests_name("net", tests, NULL, NULL);
 }

@@ -113,9 +113,14 @@ typedef struct {
     BnMode mode;                     // of the last forward
     int forward_done;
     size_t ws_floats;                // vol2col workspace one call needs
+    int inference;                   // acts_init_inference: forward only
 } Acts;
 
 int acts_init(Acts *a, const Net *net, int N);
+// Activations for net_forward alone (G1, G2): the encoder outputs the skips read, and
+// two buffers every other layer takes turns in, so a generator's forward holds about a
+// third of what training keeps. Bitwise the same outputs; no backward.
+int acts_init_inference(Acts *a, const Net *net, int N);
 void acts_free(Acts *a);
 
 // Output of the last forward: G -> (N, 3, T, H, W) in [-1, 1]; D -> logits (N).
