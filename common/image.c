@@ -823,22 +823,44 @@ done:
 int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
                       int W) {
     const size_t plane = (size_t)H * W;
-    float *frame = malloc(3 * plane * sizeof(float));
-    if (!frame) {
-        MDGAN_ERR("out of memory writing frames to %s", dir);
+    // frames are independent: encoded on every thread (PNG compression was most of a
+    // predict's writing); the first failure's message is kept
+    int failed = 0;
+    char why[1024] = "";
+#pragma omp parallel for schedule(dynamic)
+    for (int t = 0; t < T; t++) {
+        int stop;
+#pragma omp atomic read
+        stop = failed;
+        if (stop) continue;
+        float *frame = malloc(3 * plane * sizeof(float));
+        Image img = {0};
+        char path[4096];
+        int rc = -1;
+        if (frame) {
+            for (int c = 0; c < 3; c++)
+                memcpy(frame + c * plane, video + ((size_t)c * T + t) * plane, plane * sizeof(float));
+            snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + t);
+            rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
+        } else {
+            MDGAN_ERR("out of memory writing frames to %s", dir);
+        }
+        image_free(&img);
+        free(frame);
+        if (rc != 0) {
+#pragma omp critical(image_save_frames_error)
+            if (!why[0]) {
+                snprintf(why, sizeof why, "%s", mdgan_errmsg()[0] ? mdgan_errmsg() : "cannot write a frame");
+#pragma omp atomic write
+                failed = 1;
+            }
+        }
+    }
+    if (failed) {
+        MDGAN_ERR("%s", why);
         return -1;
     }
-    Image img = {0};
-    int rc = 0;
-    char path[4096];
-    for (int t = 0; t < T && rc == 0; t++) {
-        for (int c = 0; c < 3; c++) memcpy(frame + c * plane, video + ((size_t)c * T + t) * plane, plane * sizeof(float));
-        snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + t);
-        rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
-        image_free(&img);
-    }
-    free(frame);
-    return rc;
+    return 0;
 }
 
 void image_upscale_nearest(float *out, const float *in, int C, int T, int H, int W, int k) {
