@@ -174,8 +174,8 @@ static int check_overlap(const StFile *f, const unsigned char *data) {
 // uses (inference reads G1's weights, not the Adam moments beside them), and nothing is
 // copied twice. Checkpoints are replaced by rename, never rewritten in place, so the
 // mapping stays valid while the file is open. Other files (a pipe) are read whole.
-static int load_file(const char *path, unsigned char **buf, size_t *size, int *mapped) {
-    *mapped = 0;
+static int load_file(const char *path, unsigned char **buf, size_t *size, int *mapped, int *fd_out) {
+    *mapped = 0, *fd_out = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         MDGAN_ERR("cannot open %s: %s", path, strerror(errno));
@@ -192,9 +192,11 @@ static int load_file(const char *path, unsigned char **buf, size_t *size, int *m
         return fio_read_all(path, buf, size);   // its messages, and short files below
     }
     void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) return fio_read_all(path, buf, size);
-    *buf = m, *size = (size_t)sb.st_size, *mapped = 1;
+    if (m == MAP_FAILED) {
+        close(fd);
+        return fio_read_all(path, buf, size);
+    }
+    *buf = m, *size = (size_t)sb.st_size, *mapped = 1, *fd_out = fd;   // kept for st_read_f32's pread
     return 0;
 }
 
@@ -202,6 +204,7 @@ void st_close(StFile *f) {
     for (int i = 0; i < f->ntensors; i++) free(f->tensors[i].name);
     free(f->tensors);
     if (f->mapped) munmap(f->buf, f->size);
+    if (f->mapped && f->fd >= 0) close(f->fd);
     else free(f->buf);
     free(f->path);
     json_decref((json_t *)f->meta);
@@ -216,7 +219,7 @@ int st_open(StFile *f, const char *path) {
         MDGAN_ERR("%s: out of memory", path);
         return -1;
     }
-    if (load_file(path, &g.buf, &g.size, &g.mapped) != 0) goto fail;
+    if (load_file(path, &g.buf, &g.size, &g.mapped, &g.fd) != 0) goto fail;
     if (g.size < 8) {
         MDGAN_ERR("%s: file is %zu bytes, too short for a safetensors file (8-byte header "
                   "length first)", path, g.size);
@@ -326,6 +329,20 @@ int st_read_f32(const StFile *f, const char *name, float *dst, int ndim, const i
         MDGAN_ERR("%s: tensor '%s' has shape %s, the model expects %s", f->path, name,
                   fmt_shape(a, sizeof a, t->ndim, t->shape), fmt_shape(b, sizeof b, ndim, shape));
         return -1;
+    }
+    if (f->mapped && f->fd >= 0 && t->nbytes >= (64u << 10)) {
+        // straight from the page cache into place: no page of the mapping is touched
+        size_t done = 0;
+        const off_t at = (off_t)(t->data - f->buf);
+        while (done < t->nbytes) {
+            ssize_t r = pread(f->fd, (char *)dst + done, t->nbytes - done, at + (off_t)done);
+            if (r <= 0) {
+                if (r < 0 && errno == EINTR) continue;
+                break;
+            }
+            done += (size_t)r;
+        }
+        if (done == t->nbytes) return 0;
     }
     prefault(f, t);
     memcpy(dst, t->data, t->nbytes);

@@ -27,6 +27,7 @@ typedef struct {
     unsigned char *buf;           // the whole file (mapped read-only when it is a regular file)
     size_t size;
     int mapped;
+    int fd;                       // the mapped file's descriptor (large tensors are pread)
     StTensor *tensors;            // in header order
     int ntensors;
     void *meta;                   // json_t* of __metadata__ or NULL
