@@ -170,10 +170,12 @@ static int check_overlap(const StFile *f, const unsigned char *data) {
     return 0;
 }
 
-// A regular file is mapped read-only: a reader touches only the pages of the tensors it
-// uses (inference reads G1's weights, not the Adam moments beside them), and nothing is
-// copied twice. Checkpoints are replaced by rename, never rewritten in place, so the
-// mapping stays valid while the file is open. Other files (a pipe) are read whole.
+// A regular file is mapped read-only and its descriptor kept: a reader touches only the
+// tensors it uses (inference reads G1's weights, not the Adam moments beside them), large
+// ones pread straight into place, small ones copied from the mapping. Checkpoints are
+// replaced by rename, never rewritten in place, so the mapping stays valid while the
+// file is open (a file truncated under a reader would fault it). Other files (a pipe)
+// are read whole.
 static int load_file(const char *path, unsigned char **buf, size_t *size, int *mapped, int *fd_out) {
     *mapped = 0, *fd_out = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -203,9 +205,12 @@ static int load_file(const char *path, unsigned char **buf, size_t *size, int *m
 void st_close(StFile *f) {
     for (int i = 0; i < f->ntensors; i++) free(f->tensors[i].name);
     free(f->tensors);
-    if (f->mapped) munmap(f->buf, f->size);
-    if (f->mapped && f->fd >= 0) close(f->fd);
-    else free(f->buf);
+    if (f->mapped) {
+        munmap(f->buf, f->size);
+        if (f->fd >= 0) close(f->fd);
+    } else {
+        free(f->buf);
+    }
     free(f->path);
     json_decref((json_t *)f->meta);
     memset(f, 0, sizeof *f);

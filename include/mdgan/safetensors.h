@@ -24,7 +24,8 @@ typedef struct {
 
 typedef struct {
     char *path;
-    unsigned char *buf;           // the whole file (mapped read-only when it is a regular file)
+    unsigned char *buf;           // the whole file (mapped read-only when it is a regular file:
+                                  // never write through it)
     size_t size;
     int mapped;
     int fd;                       // the mapped file's descriptor (large tensors are pread)
