@@ -211,20 +211,28 @@ void control_post(ControlClient *cc, int type, json_t *body) {
 int control_stop_requested(const ControlClient *cc) { return cc && cc->stop_requested; }
 
 // Sends the queue's head; 0 sent (or dropped as unsendable), 1 the peer's queue is
-// full (try later). Without the lock while sending.
+// full (try later). The message is taken off the queue before the send, so a post that
+// drops a message meanwhile can never free it; on EAGAIN it goes back to the front.
 static int send_head(ControlClient *cc) {
     pthread_mutex_lock(&cc->mu);
     Pending *p = cc->head;
+    if (p) {
+        cc->head = p->next;
+        if (!cc->head) cc->tail = NULL;
+        cc->queued--;
+    }
     pthread_mutex_unlock(&cc->mu);
     if (!p) return 0;
     if (wire_send(cc->sock, NULL, 0, (uint16_t)p->type, 0, ++cc->next_id, p->text, NULL, 0, NULL) != 0 &&
-        errno == EAGAIN)
+        errno == EAGAIN) {
+        pthread_mutex_lock(&cc->mu);
+        p->next = cc->head;
+        cc->head = p;
+        if (!cc->tail) cc->tail = p;
+        cc->queued++;
+        pthread_mutex_unlock(&cc->mu);
         return 1;
-    pthread_mutex_lock(&cc->mu);
-    cc->head = p->next;
-    if (!cc->head) cc->tail = NULL;
-    cc->queued--;
-    pthread_mutex_unlock(&cc->mu);
+    }
     free(p->text);
     free(p);
     return 0;
