@@ -198,21 +198,28 @@ static int enc_has_act(const Net *net, int j) {
 
 typedef struct { float **ptr; size_t n; } Slot;
 
-int acts_init(Acts *a, const Net *net, int N) {
+// What both kinds of activations start with: the batch, every layer's convolution
+// shape, and the largest vol2col workspace one of them needs.
+static int acts_shapes(Acts *a, const Net *net, int N) {
     memset(a, 0, sizeof *a);
     if (N < 1) {
         MDGAN_ERR("batch size %d must be >= 1", N);
         return -1;
     }
     a->net = net, a->N = N;
-    const int L = net->L;
-    for (int j = 1; j <= L; j++) {
+    for (int j = 1; j <= net->L; j++) {
         if (conv3d_shape(&a->conv[j], N, net->ch[j - 1], net->ch[j], net->ext[j - 1][0], net->ext[j - 1][1],
                          net->ext[j - 1][2], net->geom[j][0], net->geom[j][1], net->geom[j][2]) != 0)
             return -1;
         size_t ws = conv_workspace_floats(&a->conv[j]);
         if (ws > a->ws_floats) a->ws_floats = ws;
     }
+    return 0;
+}
+
+int acts_init(Acts *a, const Net *net, int N) {
+    if (acts_shapes(a, net, N) != 0) return -1;
+    const int L = net->L;
     Slot fwd[8 * (NET_MAX_LEVELS + 1)], bwd[8 * (NET_MAX_LEVELS + 1)];
     int nf = 0, nbk = 0;
     size_t maxlayer = 0;
@@ -278,24 +285,14 @@ int acts_init(Acts *a, const Net *net, int N) {
 // buffers the other layers take turns in (a layer's input is always the other one).
 // BatchNorm, the activations and the skip add run in place, so each layer is one buffer.
 int acts_init_inference(Acts *a, const Net *net, int N) {
-    memset(a, 0, sizeof *a);
-    if (N < 1) {
-        MDGAN_ERR("batch size %d must be >= 1", N);
-        return -1;
-    }
+    memset(a, 0, sizeof *a);   // acts_free is safe whatever fails
     if (net->kind == NET_D) {
         MDGAN_ERR("acts_init_inference is for the generators (D's features are read after its forward)");
         return -1;
     }
-    a->net = net, a->N = N, a->inference = 1;
+    if (acts_shapes(a, net, N) != 0) return -1;
+    a->inference = 1;
     const int L = net->L;
-    for (int j = 1; j <= L; j++) {
-        if (conv3d_shape(&a->conv[j], N, net->ch[j - 1], net->ch[j], net->ext[j - 1][0], net->ext[j - 1][1],
-                         net->ext[j - 1][2], net->geom[j][0], net->geom[j][1], net->geom[j][2]) != 0)
-            return -1;
-        size_t ws = conv_workspace_floats(&a->conv[j]);
-        if (ws > a->ws_floats) a->ws_floats = ws;
-    }
     // keep[j]: encoder output j is added back by decoder layer L-j
     int keep[NET_MAX_LEVELS + 1] = {0};
     for (int i = 1; i < L; i++)
