@@ -260,9 +260,10 @@ int fio_mkdir_p(const char *path, mode_t mode) {
     return 0;
 }
 
-int fio_write_sha256_sidecar(const char *path) {
+int fio_write_sha256_sidecar(const char *path, char hex_out[65]) {
     char hex[65], *side = NULL, *line = NULL;
     if (fio_sha256_file(path, hex) != 0) return -1;
+    if (hex_out) memcpy(hex_out, hex, sizeof hex);
     if (asprintf(&side, "%s.sha256", path) < 0) side = NULL;
     if (asprintf(&line, "%s  %s\n", hex, base_of(path)) < 0) line = NULL;
     int rc = -1;
@@ -279,7 +280,12 @@ int fio_write_sha256_sidecar(const char *path) {
 }
 
 int fio_verify_sha256_sidecar(const char *path) {
-    char *side = NULL, hex[65];
+    char hex[65];
+    return fio_verify_sha256_sidecar_hex(path, hex);
+}
+
+int fio_verify_sha256_sidecar_hex(const char *path, char hex[65]) {
+    char *side = NULL;
     unsigned char *txt = NULL;
     size_t n;
     int rc = -1;

@@ -130,8 +130,8 @@ static int list_steps(const char *dir, const char *stage, long *steps, int max) 
     return count;
 }
 
-int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep) {
-    if (fio_write_sha256_sidecar(path) != 0) return -1;
+int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep, char sha256[65]) {
+    if (fio_write_sha256_sidecar(path, sha256) != 0) return -1;
     long steps[4096];
     int n = list_steps(dir, stage, steps, 4096);
     for (int i = keep; i < n; i++) {

@@ -367,19 +367,12 @@ static int evaluate(Loop *lp) {
     return 0;
 }
 
-// CHECKPOINT to the coordinator: the path in the run folder, and the sha256 its
-// sidecar holds (written a moment ago; read back rather than hashing the file again).
-static void report_checkpoint(Loop *lp, const char *path) {
+// CHECKPOINT to the coordinator: the path in the run folder and the sha256 its
+// sidecar got (hex, from the commit).
+static void report_checkpoint(Loop *lp, const char *path, const char *hex) {
     if (!lp->control) return;
-    char side[4200], hex[65] = "";
-    snprintf(side, sizeof side, "%s.sha256", path);
-    FILE *f = fopen(side, "r");
-    if (f) {
-        if (fscanf(f, "%64s", hex) != 1) hex[0] = 0;
-        fclose(f);
-    }
     struct stat sb;
-    if (strlen(hex) != 64 || stat(path, &sb) != 0) return;
+    if (stat(path, &sb) != 0) return;
     const char *rel = strrchr(path, '/');
     char relpath[300];
     snprintf(relpath, sizeof relpath, "checkpoints/%s", rel ? rel + 1 : path);
@@ -437,8 +430,9 @@ static int save_checkpoint(Loop *lp, char *path, size_t n, int eval_due) {
     int nnets = st->save(lp->self, nets, meta + nmeta, &nextra);
     if (nnets < 0) return -1;
     if (ckpt_save(path, nets, nnets, meta, nmeta + nextra) != 0) return -1;
-    if (train_ckpt_commit(path, lp->ckpt_dir, st->name, lp->sch.keep) != 0) return -1;
-    report_checkpoint(lp, path);
+    char sha256[65];
+    if (train_ckpt_commit(path, lp->ckpt_dir, st->name, lp->sch.keep, sha256) != 0) return -1;
+    report_checkpoint(lp, path, sha256);
     return 0;
 }
 

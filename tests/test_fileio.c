@@ -289,7 +289,7 @@ static void test_sidecar_roundtrip(void **state) {
     snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
     snprintf(side, sizeof side, "%s.sha256", path);
     write_file(path, "abc", 3);
-    assert_int_equal(fio_write_sha256_sidecar(path), 0);
+    assert_int_equal(fio_write_sha256_sidecar(path, NULL), 0);
     snprintf(expect, sizeof expect,
              "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ckpt.safetensors\n");
     expect_file(side, expect, strlen(expect));
@@ -310,7 +310,7 @@ static void test_sidecar_flipped_byte(void **state) {
     unsigned char data[1000];
     for (int i = 0; i < 1000; i++) data[i] = (unsigned char)(i * 7);
     write_file(path, data, sizeof data);
-    assert_int_equal(fio_write_sha256_sidecar(path), 0);
+    assert_int_equal(fio_write_sha256_sidecar(path, NULL), 0);
     data[517] ^= 0x10;
     write_file(path, data, sizeof data);
     assert_int_equal(fio_verify_sha256_sidecar(path), -1);

@@ -33,10 +33,12 @@ int fio_sha256_file(const char *path, char hex[65]);   // streams the file
 int fio_mkdir_p(const char *path, mode_t mode);
 
 // "<path>.sha256" in sha256sum format ("<hex>  <basename>\n", so `sha256sum -c`
-// accepts it), written atomically.
-int fio_write_sha256_sidecar(const char *path);
+// accepts it), written atomically. hex (may be NULL) receives the digest written.
+int fio_write_sha256_sidecar(const char *path, char hex[65]);
 // 0 when path's digest matches its sidecar; -1 when the sidecar is missing,
 // malformed, names another file, or the digest differs.
 int fio_verify_sha256_sidecar(const char *path);
+// The same, handing back the digest that verified (lowercase).
+int fio_verify_sha256_sidecar_hex(const char *path, char hex[65]);
 
 #endif

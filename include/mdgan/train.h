@@ -41,7 +41,8 @@ void batch_order_get(BatchOrder *o, long step, int *idx);
 // ---- checkpoint files: DIR/<stage>_step_<step>.safetensors (+ .sha256) ----
 void train_ckpt_path(char *out, size_t n, const char *dir, const char *stage, long step);
 // After writing `path`: its sidecar, then removal of all but the newest `keep`.
-int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep);
+// sha256 (may be NULL) receives the file's digest.
+int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep, char sha256[65]);
 // The newest checkpoint of `stage` in dir whose sha256 verifies (older ones are tried
 // when the newest is damaged, each failure reported as a warning). -1 when none.
 int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage);
