@@ -90,11 +90,55 @@ static int want_sha256(const json_t *o, const char *key, int type, char *err, si
     return WIRE_OK;
 }
 
+// Each message type's required fields, in the order they are checked.
+typedef enum { F_COUNT, F_TEXT, F_NUMBER, F_NUMBERS, F_SHA256 } FieldKind;
+typedef struct {
+    const char *key;
+    FieldKind kind;
+    size_t maxlen;   // F_TEXT
+} Field;
+
+static const Field HELLO_FIELDS[] = {{"stage", F_TEXT, 64}, {"pid", F_COUNT, 0}, {"run", F_TEXT, 255}, {0}};
+static const Field PROGRESS_FIELDS[] = {{"step", F_COUNT, 0},  {"total_steps", F_COUNT, 0}, {"epoch", F_COUNT, 0},
+                                        {"rate", F_NUMBER, 0}, {"losses", F_NUMBERS, 0},    {0}};
+static const Field CHECKPOINT_FIELDS[] = {{"path", F_TEXT, 4096}, {"step", F_COUNT, 0},  {"epoch", F_COUNT, 0},
+                                          {"sha256", F_SHA256, 0}, {"bytes", F_COUNT, 0}, {0}};
+static const Field EVAL_FIELDS[] = {{"step", F_COUNT, 0}, {"metrics", F_NUMBERS, 0}, {0}};
+static const Field DONE_FIELDS[] = {{"step", F_COUNT, 0}, {"total_steps", F_COUNT, 0}, {0}};
+static const Field ERROR_FIELDS[] = {{"message", F_TEXT, 8192}, {0}};
+static const Field NO_FIELDS[] = {{0}};   // HEARTBEAT, STOP: any object
+
+// The fields of a type; NULL for a type that is not a control message.
+static const Field *fields_of(int type) {
+    switch (type) {
+    case CTL_HELLO: return HELLO_FIELDS;
+    case CTL_PROGRESS: return PROGRESS_FIELDS;
+    case CTL_CHECKPOINT: return CHECKPOINT_FIELDS;
+    case CTL_EVAL: return EVAL_FIELDS;
+    case CTL_DONE: return DONE_FIELDS;
+    case CTL_ERROR: return ERROR_FIELDS;
+    case CTL_HEARTBEAT:
+    case CTL_STOP: return NO_FIELDS;
+    default: return NULL;
+    }
+}
+
+static int check_field(const json_t *o, int type, const Field *f, char *err, size_t errn) {
+    switch (f->kind) {
+    case F_COUNT: return want_count(o, f->key, type, err, errn);
+    case F_TEXT: return want_text(o, f->key, type, f->maxlen, err, errn);
+    case F_NUMBER: return want_number(o, f->key, type, err, errn);
+    case F_NUMBERS: return want_numbers(o, f->key, type, err, errn);
+    case F_SHA256: return want_sha256(o, f->key, type, err, errn);
+    }
+    return WIRE_E_REQUEST;
+}
+
 int control_check(int type, const char *text, json_t **body, char *err, size_t errn) {
     *body = NULL;
     if (errn) err[0] = 0;
-    if (type != CTL_HELLO && type != CTL_PROGRESS && type != CTL_CHECKPOINT && type != CTL_EVAL && type != CTL_DONE &&
-        type != CTL_ERROR && type != CTL_HEARTBEAT && type != CTL_STOP) {
+    const Field *fields = fields_of(type);
+    if (!fields) {
         if (errn) snprintf(err, errn, "unknown control message type %d", type);
         return WIRE_E_TYPE;
     }
@@ -105,37 +149,12 @@ int control_check(int type, const char *text, json_t **body, char *err, size_t e
         return field_error(err, errn, "%s: the text is not a JSON object (%s)", control_type_name(type),
                            o ? "another JSON value" : je.text);
     }
-    int st = WIRE_OK;
-    switch (type) {
-    case CTL_HELLO:
-        if ((st = want_text(o, "stage", type, 64, err, errn)) || (st = want_count(o, "pid", type, err, errn)) ||
-            (st = want_text(o, "run", type, 255, err, errn)))
-            break;
-        break;
-    case CTL_PROGRESS:
-        if ((st = want_count(o, "step", type, err, errn)) || (st = want_count(o, "total_steps", type, err, errn)) ||
-            (st = want_count(o, "epoch", type, err, errn)) || (st = want_number(o, "rate", type, err, errn)) ||
-            (st = want_numbers(o, "losses", type, err, errn)))
-            break;
-        break;
-    case CTL_CHECKPOINT:
-        if ((st = want_text(o, "path", type, 4096, err, errn)) || (st = want_count(o, "step", type, err, errn)) ||
-            (st = want_count(o, "epoch", type, err, errn)) || (st = want_sha256(o, "sha256", type, err, errn)) ||
-            (st = want_count(o, "bytes", type, err, errn)))
-            break;
-        break;
-    case CTL_EVAL:
-        if ((st = want_count(o, "step", type, err, errn)) || (st = want_numbers(o, "metrics", type, err, errn))) break;
-        break;
-    case CTL_DONE:
-        if ((st = want_count(o, "step", type, err, errn)) || (st = want_count(o, "total_steps", type, err, errn))) break;
-        break;
-    case CTL_ERROR: st = want_text(o, "message", type, 8192, err, errn); break;
-    default: break;   // HEARTBEAT, STOP: any object
-    }
-    if (st != WIRE_OK) {
-        json_decref(o);
-        return st;
+    for (const Field *f = fields; f->key; f++) {
+        int st = check_field(o, type, f, err, errn);
+        if (st != WIRE_OK) {
+            json_decref(o);
+            return st;
+        }
     }
     *body = o;
     return WIRE_OK;
