@@ -297,17 +297,6 @@ static int ckpt_known(const CkptList *l, long step) {
     return 0;
 }
 
-// The first 64 characters of path's sidecar (its sha256), "" when unreadable.
-static void sidecar_sha(const char *path, char hex[65]) {
-    char side[PATHN * 2 + 16];
-    snprintf(side, sizeof side, "%s.sha256", path);
-    hex[0] = 0;
-    FILE *f = fopen(side, "r");
-    if (!f) return;
-    if (fscanf(f, "%64s", hex) != 1) hex[0] = 0;
-    fclose(f);
-}
-
 // Checkpoint files of stage in the run folder that the database does not know: written
 // while no coordinator listened (a stage saves its state when its coordinator dies).
 // Each that verifies against its sidecar and names this run and stage is recorded.
@@ -334,7 +323,7 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
         if (end == nm + plen || strcmp(end, ".safetensors") != 0 || step < 0 || ckpt_known(&known, step)) continue;
         char path[PATHN * 2], hex[65];
         snprintf(path, sizeof path, "%s/%s", dir, nm);
-        if (fio_verify_sha256_sidecar(path) != 0) {
+        if (fio_verify_sha256_sidecar_hex(path, hex) != 0) {
             coord_log(C, "warn", "%s is not recorded and does not verify against its sidecar: not used (%s)", path,
                       mdgan_errmsg());
             continue;
@@ -346,8 +335,7 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
         long epoch = ep ? strtol(ep, NULL, 10) : 0;
         st_close(&f);
         struct stat sb;
-        sidecar_sha(path, hex);
-        if (!ours || stat(path, &sb) != 0 || strlen(hex) != 64) continue;
+        if (!ours || stat(path, &sb) != 0) continue;
         DbCheckpoint c = {.stage = stage, .step = step, .epoch = epoch, .path = path, .bytes = sb.st_size, .sha256 = hex};
         if (db_ckpt_add(C->db, C->run_id, &c, NULL) == 0)
             coord_log(C, "info", "recorded %s, written while no coordinator was running", path);
@@ -1319,6 +1307,23 @@ static void format_numbers(char *out, size_t n, const char *json, const char *co
     if (!at) snprintf(out, n, "-");
 }
 
+// The commands that only look: where the database is (--config, --set), opened read-only.
+static Db *open_where_readonly(const CoordWhere *w, Config *c) {
+    return load_where(c, w) == 0 ? open_db(c, 1) : NULL;
+}
+
+// The folder of a recorded run, from its config snapshot: <run.dir>/<name>.
+static int snapshot_run_dir(const DbRun *r, char *out, size_t n) {
+    Config rc;
+    config_defaults(&rc);
+    if (config_parse(&rc, r->config, "the run's config snapshot") != 0) return -1;
+    if (snprintf(out, n, "%s/%s", rc.run.dir, r->name) >= (int)n) {
+        MDGAN_ERR("the folder of run '%s' (%s/%s) is too long", r->name, rc.run.dir, r->name);
+        return -1;
+    }
+    return 0;
+}
+
 static int print_run_row(const DbRunRow *r, void *ctx) {
     (void)ctx;
     static const char *const val[] = {"psnr", "ssim", "val_l1", "motion_ratio", NULL};
@@ -1336,8 +1341,7 @@ static int print_run_row(const DbRunRow *r, void *ctx) {
 
 int coord_runs(const CoordWhere *w) {
     Config c;
-    if (load_where(&c, w) != 0) return MDGAN_EXIT_USAGE;
-    Db *db = open_db(&c, 1);
+    Db *db = open_where_readonly(w, &c);
     if (!db) return MDGAN_EXIT_USAGE;
     printf("%-20s %-8s %-16s %-19s %-19s %s\n", "NAME", "STATUS", "STAGE STEP", "STARTED", "UPDATED",
            "LAST VALIDATION");
@@ -1428,8 +1432,7 @@ static int print_status(Db *db, const char *name, FILE *out) {
 
 int coord_status(const CoordWhere *w, const char *run, int live) {
     Config c;
-    if (load_where(&c, w) != 0) return MDGAN_EXIT_USAGE;
-    Db *db = open_db(&c, 1);
+    Db *db = open_where_readonly(w, &c);
     if (!db) return MDGAN_EXIT_USAGE;
     train_install_signals();
     int rc = MDGAN_EXIT_OK;
@@ -1464,8 +1467,7 @@ int coord_status(const CoordWhere *w, const char *run, int live) {
 
 int coord_stop(const CoordWhere *w, const char *run, double wait_s) {
     Config c;
-    if (load_where(&c, w) != 0) return MDGAN_EXIT_USAGE;
-    Db *db = open_db(&c, 1);
+    Db *db = open_where_readonly(w, &c);
     if (!db) return MDGAN_EXIT_USAGE;
     DbRun r;
     int got = db_run_get(db, run, &r);
@@ -1503,21 +1505,19 @@ int coord_stop(const CoordWhere *w, const char *run, double wait_s) {
 
 int coord_report(const CoordWhere *w, const char *const *runs, int nruns, const char *out_dir) {
     Config c;
-    if (load_where(&c, w) != 0) return MDGAN_EXIT_USAGE;
-    Db *db = open_db(&c, 1);
+    Db *db = open_where_readonly(w, &c);
     if (!db) return MDGAN_EXIT_USAGE;
     char def[PATHN * 2];
     if (!out_dir) {
         DbRun r;
-        if (db_run_get(db, runs[0], &r) != 0) {
+        char dir[PATHN * 2 - 16];
+        int got = db_run_get(db, runs[0], &r), bad = got == 0 && snapshot_run_dir(&r, dir, sizeof dir) != 0;
+        if (got == 0) db_run_free(&r);
+        if (got != 0 || bad) {
             db_close(db);
-            return MDGAN_EXIT_USAGE;
+            return bad ? MDGAN_EXIT_RUNTIME : MDGAN_EXIT_USAGE;
         }
-        Config rc;
-        config_defaults(&rc);
-        config_parse(&rc, r.config, "config snapshot");
-        snprintf(def, sizeof def, "%s/%s/report", rc.run.dir, r.name);
-        db_run_free(&r);
+        snprintf(def, sizeof def, "%s/report", dir);
         out_dir = def;
     }
     int rc = report_write(db, runs, nruns, NULL, out_dir);
@@ -1564,11 +1564,12 @@ int coord_refine(const CoordWhere *w, const char *run, const char *checkpoint, c
     if (name[0] && stat(c.coord.db, &dbs) == 0 && (C->db = open_db(&c, 0)) && db_run_get(C->db, name, &r) == 0) {
         C->run_id = r.id;
         snprintf(C->name, sizeof C->name, "%s", r.name);
-        Config rcfg;
-        config_defaults(&rcfg);
-        config_parse(&rcfg, r.config, "config snapshot");
-        snprintf(C->run_dir, sizeof C->run_dir, "%s/%s", rcfg.run.dir, r.name);
+        int bad = snapshot_run_dir(&r, C->run_dir, sizeof C->run_dir) != 0;
         db_run_free(&r);
+        if (bad) {
+            rc = MDGAN_EXIT_RUNTIME;
+            goto done;
+        }
     } else if (run) {
         if (!mdgan_errmsg()[0]) MDGAN_ERR("no run named '%s' in %s", run, c.coord.db);
         goto done;
