@@ -522,7 +522,7 @@ static void test_malformed_control_messages(void **state) {
     char cmd[8192], out[8192], sock[1200];
     // Stage I runs long enough for the messages; "refine" has not connected yet (a second
     // peer under a connected stage's name would be turned away by the ROUTER)
-    snprintf(cmd, sizeof cmd, "%s run --name ctl --config %s --set base.epochs=30 >%s/ctl.out 2>&1", mdgan_bin, conf,
+    snprintf(cmd, sizeof cmd, "%s run --name ctl --config %s --set base.epochs=60 >%s/ctl.out 2>&1", mdgan_bin, conf,
              root);
     pid_t coord = spawn(cmd);
     snprintf(sock, sizeof sock, "ipc://%s/runs/ctl/sockets/control.sock", root);
@@ -582,7 +582,20 @@ static void test_malformed_control_messages(void **state) {
     assert_int_equal(atoi(out), 6);
 }
 
-// `mdgan status` in a real terminal (tmux): it redraws while the run goes on.
+// The visible text of a tmux pane, trailing blank lines dropped.
+static void capture_pane(const char *session, char *out, size_t cap) {
+    run_cmd(out, cap, "tmux capture-pane -p -t %s", session);
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) out[--n] = '\0';
+}
+
+static int pane_shows_live_base(const char *pane) {
+    return strstr(pane, "run live: running") && strstr(pane, "base    running") && strstr(pane, "(live, every second");
+}
+
+// `mdgan status` in a real terminal (tmux): it redraws while the run goes on. The base
+// stage is given far more epochs than the test lasts (it is stopped at the end), and the
+// pane is polled rather than read after fixed sleeps: a tiny stage can finish in seconds.
 static void test_status_live_in_tmux(void **state) {
     (void)state;
     if (system("command -v tmux >/dev/null 2>&1") != 0) {
@@ -590,24 +603,31 @@ static void test_status_live_in_tmux(void **state) {
         skip();
     }
     char cmd[8192], out[16384], first[16384];
-    snprintf(cmd, sizeof cmd, "%s run --name live --config %s --set base.epochs=40 >%s/live.out 2>&1", mdgan_bin, conf,
-             root);
+    snprintf(cmd, sizeof cmd, "%s run --name live --config %s --set base.epochs=100000 >%s/live.out 2>&1", mdgan_bin,
+             conf, root);
     pid_t coord = spawn(cmd);
     wait_step("live", "base", 2, coord, 60);
     char session[64];
     snprintf(session, sizeof session, "mdgan-test-%d", (int)getpid());
     assert_int_equal(run_cmd(out, sizeof out, "tmux new-session -d -s %s -x 160 -y 40 '%s status live --config %s'",
                              session, mdgan_bin, conf), 0);
-    sleep(2);
-    run_cmd(first, sizeof first, "tmux capture-pane -p -t %s", session);
-    sleep(3);
-    run_cmd(out, sizeof out, "tmux capture-pane -p -t %s", session);
+    first[0] = '\0';
+    for (int i = 0; i < 200 && !pane_shows_live_base(first); i++) {
+        usleep(100000);
+        capture_pane(session, first, sizeof first);
+    }
+    // the step and the clock move: wait for a redraw that differs from the first screen
+    out[0] = '\0';
+    for (int i = 0; i < 100; i++) {
+        usleep(100000);
+        capture_pane(session, out, sizeof out);
+        if (pane_shows_live_base(out) && strcmp(first, out)) break;
+    }
     run_cmd(NULL, 0, "tmux kill-session -t %s", session);
-    printf("%s", out);
-    assert_non_null(strstr(out, "run live: running"));
-    assert_non_null(strstr(out, "base    running"));
-    assert_non_null(strstr(out, "(live, every second"));
-    assert_string_not_equal(first, out);   // the step and the clock moved
+    printf("    first screen:\n%s\n    a later one:\n%s\n", first, out);
+    assert_true(pane_shows_live_base(first));
+    assert_true(pane_shows_live_base(out));
+    assert_string_not_equal(first, out);
     assert_int_equal(mdgan(out, sizeof out, "stop live"), 0);
     wait_child(coord, 30);
 }
