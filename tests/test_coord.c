@@ -487,10 +487,12 @@ static void test_newer_database_refused(void **state) {
 }
 
 // 3c. A second coordinator on a live run is refused, naming the pid; stop, then resume.
+// (Stage I gets 60 epochs so that the run is still going when it is stopped.)
 static void test_second_coordinator_refused(void **state) {
     (void)state;
     char cmd[8192], out[16384];
-    snprintf(cmd, sizeof cmd, "%s run --name two --config %s >%s/two.out 2>&1", mdgan_bin, conf, root);
+    snprintf(cmd, sizeof cmd, "%s run --name two --config %s --set base.epochs=60 >%s/two.out 2>&1", mdgan_bin, conf,
+             root);
     pid_t coord = spawn(cmd);
     wait_step("two", "base", 1, coord, 60);
     int rc = mdgan(out, sizeof out, "resume two");
