@@ -12,6 +12,8 @@
 
 #include "mdgan/error.h"
 
+enum { CONV_MAX_KERNEL = 64 }; // taps along one axis (the loops keep one offset per tap)
+
 static int out_extent(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
 
 static int shape_check(const ConvShape *s) {
@@ -24,6 +26,11 @@ static int shape_check(const ConvShape *s) {
                       s->oT, s->oH, s->oW, s->kT, s->kH, s->kW, s->sT, s->sH, s->sW);
             return -1;
         }
+    if (s->kT > CONV_MAX_KERNEL || s->kH > CONV_MAX_KERNEL || s->kW > CONV_MAX_KERNEL) {
+        MDGAN_ERR("convolution kernel (%d,%d,%d) is larger than %d along an axis", s->kT, s->kH, s->kW,
+                  CONV_MAX_KERNEL);
+        return -1;
+    }
     if (s->pT < 0 || s->pH < 0 || s->pW < 0 || s->pT >= s->kT || s->pH >= s->kH || s->pW >= s->kW) {
         MDGAN_ERR("convolution padding (%d,%d,%d) must be >= 0 and smaller than the kernel (%d,%d,%d)",
                   s->pT, s->pH, s->pW, s->kT, s->kH, s->kW);
@@ -81,16 +88,6 @@ size_t conv_volume_numel(const ConvShape *s) { return (size_t)s->N * s->C * vol_
 size_t conv_column_numel(const ConvShape *s) { return (size_t)s->N * s->K * col_plane(s); }
 size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol(s); }
 
-// The range [lo, hi) of output positions o whose input o*stride - pad + k lies in [0, in).
-static inline void valid_range(int *lo, int *hi, int out, int in, int stride, int pad, int k) {
-    int a = pad - k; // need o*stride >= pad - k
-    *lo = a <= 0 ? 0 : (a + stride - 1) / stride;
-    int b = in - 1 + pad - k; // need o*stride <= in - 1 + pad - k
-    *hi = b < 0 ? 0 : b / stride + 1;
-    if (*hi > out) *hi = out;
-    if (*lo > *hi) *lo = *hi;
-}
-
 // ---- tiles ----
 // The column matrix of one sample is never built whole: it is cut into tiles of whole
 // output lines (q = ot*oH + oh, oW columns each) small enough to stay in cache. The
@@ -100,12 +97,14 @@ static inline void valid_range(int *lo, int *hi, int out, int in, int stride, in
 // depend on the shape only, never on the thread count, so every output element sums
 // its terms in the same order with any number of threads.
 
-// TILE_FLOATS: a tile's target size (256 KiB, about half an L2). MIN_COLS: columns a
-// tile keeps even when that makes it larger, so that deep layers (huge C*kvol, a few
-// output positions) do not re-pack W for a handful of columns. K_BLOCK: rows of W
-// (output channels) one column-gather item computes, so that a few wide tiles still
-// make several items.
-enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 64, K_BLOCK = 64 };
+// TILE_FLOATS: a tile's target size (256 KiB, about half an L2). Column-gather tiles
+// keep MIN_COLS columns even when that makes them larger (up to BIG_TILE_FLOATS, and
+// never fewer than FEW_COLS): each sgemm call re-packs W, so a tile of a few dozen
+// columns spends a good part of its time packing (512 columns took the 16->32 layer's
+// forward from 20 to 18 ms at T=32 64x64 batch 4). K_BLOCK: rows of W (output
+// channels) one column-gather item computes, so that a few wide tiles still make
+// several items.
+enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64 };
 
 static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
 
@@ -121,16 +120,27 @@ static size_t tile_end(const ConvShape *s, size_t q0, size_t lines) {
     return q0 + lines < lines_total(s) ? q0 + lines : lines_total(s);
 }
 
-// Lines per column-gather tile: cache-sized, but MIN_COLS columns at least.
+// Lines per column-gather tile: cache-sized, but MIN_COLS columns at least (FEW_COLS
+// when MIN_COLS would exceed BIG_TILE_FLOATS).
 static size_t gather_lines(const ConvShape *s) {
-    size_t lines = tile_lines(s, (size_t)s->C * kvol(s)), least = (MIN_COLS + s->oW - 1) / s->oW;
+    const size_t rows = (size_t)s->C * kvol(s);
+    size_t cols = rows * MIN_COLS <= BIG_TILE_FLOATS ? MIN_COLS : BIG_TILE_FLOATS / rows;
+    if (cols < FEW_COLS) cols = FEW_COLS;
+    size_t lines = tile_lines(s, rows), least = (cols + s->oW - 1) / s->oW;
     if (least > lines_total(s)) least = lines_total(s);
     return lines > least ? lines : least;
 }
 
-static size_t tile_floats(const ConvShape *s) {
+static size_t line_floats(const ConvShape *s);
+
+// A thread's part of the workspace: a tile, then one split line (see below).
+static size_t tile_part(const ConvShape *s) {
     size_t widest = (size_t)s->C * kvol(s) * gather_lines(s) * s->oW; // every other tile is smaller
     return widest > TILE_FLOATS ? widest : TILE_FLOATS;
+}
+static size_t slots_floats(const ConvShape *s);
+static size_t tile_floats(const ConvShape *s) {
+    return tile_part(s) + (line_floats(s) > slots_floats(s) ? line_floats(s) : slots_floats(s));
 }
 
 size_t conv_workspace_floats(const ConvShape *s) { return CONV_MAX_THREADS * tile_floats(s); }
@@ -143,75 +153,131 @@ static int conv_threads(void) {
     return nt < CONV_MAX_THREADS ? nt : CONV_MAX_THREADS;
 }
 
-// The inner loops, one output line at a time: output column i meets input column
-// i*stride + off of the row, for i in [lo, hi) (the rest is padding). Strides 1 and 2
-// (every MD-GAN layer) get their own loops so the compiler can vectorize them.
-static inline void gather_line(float *restrict dst, const float *restrict row, int off, int lo, int hi, int n,
-                               int stride) {
-    for (int i = 0; i < lo; i++) dst[i] = 0.0f;
-    if (stride == 1) {
-        if (hi > lo) memcpy(dst + lo, row + lo + off, sizeof(float) * (size_t)(hi - lo));
-    } else if (stride == 2) {
-        for (int i = lo; i < hi; i++) dst[i] = row[2 * i + off];
-    } else {
-        for (int i = lo; i < hi; i++) dst[i] = row[i * stride + off];
-    }
-    for (int i = hi > lo ? hi : lo; i < n; i++) dst[i] = 0.0f;
+// ---- lines split into stride phases ----
+// An input line row[0..W) is split into its sW stride phases, each with kW zeros on
+// both sides: phase m holds row[j*sW + m] at LINE_PAD(s) + j. The tap kw (offset
+// d = kw - pW = sh*sW + m, 0 <= m < sW) reads row[i*sW + d] = phase m at LINE_PAD + i + sh
+// for output column i: one contiguous run of oW floats for every tap, the padding
+// zeros already in place, whatever the stride. So a line is split once and serves all
+// kW taps (the rows (c, kt, kh, 0..kW-1) of the column matrix are consecutive), and the
+// bookkeeping of a line (its input row, whether it is padding) is paid once per kW rows.
+
+static size_t line_pad(const ConvShape *s) { return (size_t)s->kW; }
+static size_t phase_len(const ConvShape *s) { return (size_t)(s->W + s->sW - 1) / s->sW + 2 * line_pad(s); }
+static size_t line_floats(const ConvShape *s) { return (size_t)s->sW * phase_len(s); }
+
+// Where tap kw starts in the split line.
+static size_t tap_start(const ConvShape *s, int kw) {
+    const int d = kw - s->pW, m = ((d % s->sW) + s->sW) % s->sW, sh = (d - m) / s->sW;
+    return (size_t)m * phase_len(s) + line_pad(s) + (size_t)(ptrdiff_t)sh;
 }
 
-static inline void scatter_line(float *restrict row, const float *restrict src, int off, int lo, int hi,
-                                int stride) {
-    if (stride == 1) {
-        for (int i = lo; i < hi; i++) row[i + off] += src[i];
-    } else if (stride == 2) {
-        for (int i = lo; i < hi; i++) row[2 * i + off] += src[i];
+// Writes the data positions only: the rest of the buffer stays as zeroed once.
+static inline void split_line(float *restrict ph, const float *restrict row, const ConvShape *s) {
+    const size_t len = phase_len(s), pad = line_pad(s);
+    const int W = s->W, st = s->sW;
+    if (st == 1) {
+        memcpy(ph + pad, row, sizeof(float) * (size_t)W);
+    } else if (st == 2) {
+        float *restrict e = ph + pad, *restrict o = ph + len + pad;
+        for (int j = 0; j < W / 2; j++) e[j] = row[2 * j], o[j] = row[2 * j + 1];
+        if (W & 1) e[W / 2] = row[W - 1];
     } else {
-        for (int i = lo; i < hi; i++) row[i * stride + off] += src[i];
+        for (int m = 0; m < st; m++)
+            for (int j = 0; m + j * st < W; j++) ph[m * len + pad + j] = row[m + j * st];
     }
 }
 
 // col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
 // r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
-static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1) {
-    const size_t ld = (q1 - q0) * s->oW;
-    for (int r = r0; r < r1; r++) {
-        int kw = r % s->kW, kh = (r / s->kW) % s->kH, kt = (r / (s->kW * s->kH)) % s->kT;
-        int c = r / (s->kW * s->kH * s->kT);
+// ph: line_floats(s) of scratch.
+static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                         float *ph) {
+    const size_t ld = (q1 - q0) * s->oW, run = sizeof(float) * (size_t)s->oW;
+    memset(ph, 0, sizeof(float) * line_floats(s));
+    for (int r = r0; r < r1;) {
+        // the run of rows of one (c, kt, kh): taps kw0..kw1-1
+        const int kw0 = r % s->kW, first = r - kw0, kw1 = r1 - first < s->kW ? r1 - first : s->kW;
+        const int kh = (first / s->kW) % s->kH, kt = (first / (s->kW * s->kH)) % s->kT;
+        const int c = first / (s->kW * s->kH * s->kT);
         const float *xc = x + (size_t)c * vol_plane(s);
         float *dst = col + (size_t)(r - r0) * ld;
-        int wlo, whi;
-        valid_range(&wlo, &whi, s->oW, s->W, s->sW, s->pW, kw);
+        size_t start[CONV_MAX_KERNEL];
+        for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
         int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
         for (size_t q = q0; q < q1; q++, dst += s->oW) {
             int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
             if (++oh == s->oH) oh = 0, ot++;
             if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) {
-                memset(dst, 0, sizeof(float) * s->oW);
+                for (int k = 0; k < kw1 - kw0; k++) memset(dst + (size_t)k * ld, 0, run);
                 continue;
             }
-            gather_line(dst, xc + ((size_t)it * s->H + ih) * s->W, kw - s->pW, wlo, whi, s->oW, s->sW);
+            split_line(ph, xc + ((size_t)it * s->H + ih) * s->W, s);
+            for (int k = 0; k < kw1 - kw0; k++) memcpy(dst + (size_t)k * ld, ph + start[k], run);
         }
+        r = first + kw1;
+    }
+}
+
+// The adjoint, for one input line: row[i*sW + d_kw] += v_kw[i] over the kW taps (d_kw =
+// kw - pW) and output columns i. Each tap's run of oW values is first copied into its
+// own zero-padded slot (slots never overlap, so no add waits on the store before it),
+// then each input column sums the taps that reach it: column j*sW + m gets v_kw[j - sh]
+// from the taps of phase m, where d = sh*sW + m; out-of-range indices read the zeros.
+static size_t slot_pad(const ConvShape *s) { return (size_t)(s->kW + s->sW - 1) / s->sW + 1; }
+static size_t slot_len(const ConvShape *s) { return (size_t)s->oW + 2 * slot_pad(s) + (size_t)s->W / s->sW + 1; }
+static size_t slots_floats(const ConvShape *s) { return (size_t)s->kW * slot_len(s); }
+
+static inline void scatter_taps(float *restrict row, const float *restrict slots, const ptrdiff_t *restrict first,
+                                const ConvShape *s) {
+    const int W = s->W, st = s->sW, kW = s->kW;
+    const size_t len = slot_len(s);
+    if (st == 2 && kW == 4) {
+        // MD-GAN's k4 s2 layers: two taps per phase, the interleave vectorizes
+        const float *e0 = slots + first[0], *e1 = slots + len + first[1], *o0 = slots + 2 * len + first[2],
+                    *o1 = slots + 3 * len + first[3];
+        for (int j = 0; j < W / 2; j++) row[2 * j] += e0[j] + e1[j], row[2 * j + 1] += o0[j] + o1[j];
+        if (W & 1) row[W - 1] += e0[W / 2] + e1[W / 2];
+        return;
+    }
+    for (int k = 0; k < kW; k++) {
+        const int m = (int)(first[kW + k]);
+        const float *v = slots + (size_t)k * len + first[k];
+        for (int j = 0; m + j * st < W; j++) row[m + j * st] += v[j];
     }
 }
 
 // x[c0..c1) += col2vol(col) for the tile's lines [q0, q1); col holds the rows of
-// channels [c0, c1) (the adjoint of vol2col_tile).
-static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1) {
-    const size_t ld = (q1 - q0) * s->oW;
-    const int kv = (int)kvol(s);
+// channels [c0, c1) (the adjoint of vol2col_tile). slots: slots_floats(s) of scratch.
+static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1,
+                             float *slots) {
+    const size_t ld = (q1 - q0) * s->oW, len = slot_len(s), pad = slot_pad(s), run = sizeof(float) * (size_t)s->oW;
+    const int kv = (int)kvol(s), kW = s->kW;
+    // Slots hold the taps ordered by phase (with kW = 4 and stride 2: slots 0, 1 the
+    // even phase, 2, 3 the odd one, as scatter_taps expects). first[k]: where input
+    // column m_k (slot k's phase) reads in slot k; first[kW + k] = m_k.
+    ptrdiff_t first[2 * CONV_MAX_KERNEL];
+    int order[CONV_MAX_KERNEL], n = 0;
+    for (int m = 0; m < s->sW; m++)
+        for (int kw = 0; kw < kW; kw++)
+            if ((((kw - s->pW) % s->sW) + s->sW) % s->sW == m) order[n++] = kw;
+    for (int k = 0; k < kW; k++) {
+        const int d = order[k] - s->pW, m = ((d % s->sW) + s->sW) % s->sW, sh = (d - m) / s->sW;
+        first[k] = (ptrdiff_t)pad - sh, first[kW + k] = m;
+    }
+    memset(slots, 0, sizeof(float) * slots_floats(s));
     for (int c = c0; c < c1; c++) {
         float *xc = x + (size_t)c * vol_plane(s);
-        for (int k = 0; k < kv; k++) {
-            int kw = k % s->kW, kh = (k / s->kW) % s->kH, kt = k / (s->kW * s->kH);
+        for (int k = 0; k < kv; k += kW) {
+            const int kh = (k / kW) % s->kH, kt = k / (kW * s->kH);
             const float *src = col + ((size_t)(c - c0) * kv + k) * ld;
-            int wlo, whi;
-            valid_range(&wlo, &whi, s->oW, s->W, s->sW, s->pW, kw);
             int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
             for (size_t q = q0; q < q1; q++, src += s->oW) {
                 int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
                 if (++oh == s->oH) oh = 0, ot++;
                 if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) continue;
-                scatter_line(xc + ((size_t)it * s->H + ih) * s->W, src, kw - s->pW, wlo, whi, s->sW);
+                for (int j = 0; j < kW; j++) memcpy(slots + (size_t)j * len + pad, src + (size_t)order[j] * ld, run);
+                scatter_taps(xc + ((size_t)it * s->H + ih) * s->W, slots, first, s);
             }
         }
     }
@@ -235,7 +301,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
         const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
         const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
         int cols = (int)((q1 - q0) * s->oW);
-        vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1);
+        vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k1 - k0, cols, Ck, 1.0f, w + (size_t)k0 * Ck, Ck, col,
                     cols, beta, out + ((size_t)n * s->K + k0) * L + q0 * s->oW, L);
     }
@@ -256,7 +322,7 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
             for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
                 size_t q1 = tile_end(s, q0, lines);
                 int cols = (int)((q1 - q0) * s->oW);
-                vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1);
+                vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1, col + tile_part(s));
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->K, r1 - r0, cols, 1.0f,
                             colside + (size_t)n * s->K * L + q0 * s->oW, L, col, cols, 1.0f, dw + r0, Ck);
             }
@@ -284,7 +350,7 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
             // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (c1 - c0) * kv, cols, s->K, 1.0f,
                         w + (size_t)c0 * kv, Ck, colside + (size_t)n * s->K * L + q0 * s->oW, L, 0.0f, col, cols);
-            col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1);
+            col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1, col + tile_part(s));
         }
     }
 }

@@ -37,7 +37,7 @@ static const Case cases[] = {
 // Shapes large enough that the kernels cut the column matrix into many tiles, split
 // rows into groups and channels into groups (too large for the finite differences).
 static const Case tiled_cases[] = {
-    {2, 8, 6, 8, 40, 40, {3, 4, 4}, {1, 2, 2}, {1, 1, 1}},  // 20 tiles of 8 lines, 16 row groups
+    {2, 8, 6, 8, 40, 40, {3, 4, 4}, {1, 2, 2}, {1, 1, 1}},  // gather tiles of 26 lines, the last short; 16 row groups
     {1, 128, 2, 2, 4, 34, {2, 4, 4}, {1, 2, 2}, {0, 1, 1}}, // one line is larger than a tile
     {3, 7, 5, 6, 9, 70, {3, 3, 5}, {2, 1, 3}, {1, 0, 2}},   // uneven groups and tiles, odd strides
     {2, 24, 160, 4, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}}, // blocks of 64, 64, 32 output channels
