@@ -822,32 +822,45 @@ done:
 
 int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
                       int W) {
+    return image_save_frames_and_sheet(dir, prefix, digits, first, video, T, H, W, NULL);
+}
+
+// Frame t of the clip, or (job -1) the whole contact sheet.
+static int save_frame_job(int job, const char *dir, const char *prefix, int digits, long first, const float *video,
+                          int T, int H, int W, const ImageSheet *sheet) {
+    if (job < 0) return image_save_contact_sheet(sheet->path, sheet->videos, sheet->nvideos, T, H, W, sheet->gap);
     const size_t plane = (size_t)H * W;
+    float *frame = malloc(3 * plane * sizeof(float));
+    if (!frame) {
+        MDGAN_ERR("out of memory writing frames to %s", dir);
+        return -1;
+    }
+    for (int c = 0; c < 3; c++) memcpy(frame + c * plane, video + ((size_t)c * T + job) * plane, plane * sizeof(float));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + job);
+    Image img = {0};
+    int rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
+    image_free(&img);
+    free(frame);
+    return rc;
+}
+
+int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits, long first, const float *video, int T,
+                                int H, int W, const ImageSheet *sheet) {
     // frames are independent: encoded on every thread (PNG compression was most of a
-    // predict's writing); the first failure's message is kept
+    // predict's writing); the sheet, the largest image, is the first job, so that it is
+    // encoded beside the frames rather than after them. The first failure's message is
+    // kept.
+    const int first_job = sheet ? -1 : 0;
     int failed = 0;
     char why[1024] = "";
 #pragma omp parallel for schedule(dynamic)
-    for (int t = 0; t < T; t++) {
+    for (int job = first_job; job < T; job++) {
         int stop;
 #pragma omp atomic read
         stop = failed;
         if (stop) continue;
-        float *frame = malloc(3 * plane * sizeof(float));
-        Image img = {0};
-        char path[4096];
-        int rc = -1;
-        if (frame) {
-            for (int c = 0; c < 3; c++)
-                memcpy(frame + c * plane, video + ((size_t)c * T + t) * plane, plane * sizeof(float));
-            snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + t);
-            rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
-        } else {
-            MDGAN_ERR("out of memory writing frames to %s", dir);
-        }
-        image_free(&img);
-        free(frame);
-        if (rc != 0) {
+        if (save_frame_job(job, dir, prefix, digits, first, video, T, H, W, sheet) != 0) {
 #pragma omp critical(image_save_frames_error)
             if (!why[0]) {
                 snprintf(why, sizeof why, "%s", mdgan_errmsg()[0] ? mdgan_errmsg() : "cannot write a frame");

@@ -131,12 +131,12 @@ static int write_outputs(const PredictArgs *a, const float *y1, const float *y2)
     const int T = a->frames, S = a->size;
     const float *y = y2 ? y2 : y1;
     if (fio_mkdir_p(a->out, 0755) != 0) return -1;
-    if (image_save_frames(a->out, "frame_", 3, 0, y, T, S, S) != 0) return -1;
     // contact sheet: the Base-Net clip, and under it the refined one
     char path[4096];
     const float *rows[2] = {y1, y2};
     snprintf(path, sizeof path, "%s/contact_sheet.png", a->out);
-    if (image_save_contact_sheet(path, rows, y2 ? 2 : 1, T, S, S, 2) != 0) return -1;
+    const ImageSheet sheet = {path, rows, y2 ? 2 : 1, 2};
+    if (image_save_frames_and_sheet(a->out, "frame_", 3, 0, y, T, S, S, &sheet) != 0) return -1;
     if (a->raw) {
         const void *bufs[1] = {y};
         const size_t lens[1] = {(size_t)3 * T * S * S * sizeof(float)};

@@ -106,5 +106,14 @@ int image_save_contact_sheet(const char *path, const float *const *videos, int n
 // zero-padded to `digits`, for t = 0..T-1 (each file written atomically).
 int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
                       int W);
+// The same, and a contact sheet of the given clips (each (3, T, H, W)) written at once
+// beside the frames (sheet NULL: frames only).
+typedef struct {
+    const char *path;
+    const float *const *videos;
+    int nvideos, gap;
+} ImageSheet;
+int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits, long first, const float *video, int T,
+                                int H, int W, const ImageSheet *sheet);
 
 #endif
