@@ -12,12 +12,12 @@ int stage1_init(Stage1 *s, int N, int T, int H, int W, int ngf, int ndf, float l
     s->N = N, s->T = T, s->H = H, s->W = W;
     s->lambda_l1 = lambda_l1, s->opt_g = *opt_g, s->opt_d = *opt_d;
     if (net_init(&s->g, NET_G1, T, H, W, ngf, rng) != 0 || net_init(&s->d, NET_D, T, H, W, ndf, rng) != 0 ||
-        acts_init(&s->ag, &s->g, N) != 0 || acts_init(&s->ad_real, &s->d, N) != 0 ||
-        acts_init(&s->ad_fake, &s->d, N) != 0 || acts_init_inference(&s->ainf, &s->g, 1) != 0) {
+        acts_init(&s->ag, &s->g, N) != 0 || acts_init(&s->ad, &s->d, N) != 0 ||
+        acts_init_inference(&s->ainf, &s->g, 1) != 0) {
         stage1_free(s);
         return -1;
     }
-    size_t ws = s->ag.ws_floats > s->ad_real.ws_floats ? s->ag.ws_floats : s->ad_real.ws_floats;
+    size_t ws = s->ag.ws_floats > s->ad.ws_floats ? s->ag.ws_floats : s->ad.ws_floats;
     size_t clip = (size_t)3 * T * H * W;
     s->ws = malloc(ws * sizeof(float));
     s->x = malloc((size_t)N * clip * sizeof(float));
@@ -33,7 +33,7 @@ int stage1_init(Stage1 *s, int N, int T, int H, int W, int ngf, int ndf, float l
 }
 
 void stage1_free(Stage1 *s) {
-    acts_free(&s->ag), acts_free(&s->ad_real), acts_free(&s->ad_fake), acts_free(&s->ainf);
+    acts_free(&s->ag), acts_free(&s->ad), acts_free(&s->ainf);
     net_free(&s->g), net_free(&s->d);
     free(s->ws), free(s->x), free(s->dy1), free(s->dlogit), free(s->x1);
     memset(s, 0, sizeof *s);
@@ -56,29 +56,33 @@ void stage1_step(Stage1 *s, const float *y, Stage1Losses *out) {
     net_forward(&s->g, &s->ag, s->x, BN_TRAIN, s->ws);
     const float *y1 = acts_output(&s->ag);
 
-    // D1 step: real clips toward 1, generated toward 0 (Y1 is a constant here)
-    net_forward(&s->d, &s->ad_real, y, BN_TRAIN, s->ws);
-    net_forward(&s->d, &s->ad_fake, y1, BN_TRAIN, s->ws);
-    out->d_real = bce_logits_forward(acts_output(&s->ad_real), 1.0f, N);
-    out->d_fake = bce_logits_forward(acts_output(&s->ad_fake), 0.0f, N);
+    // D1 step: real clips toward 1, generated toward 0 (Y1 is a constant here). The two
+    // terms are separate calls (separate BatchNorm batches), so each call's backward
+    // runs right after it and one set of activations serves both: the same arithmetic
+    // in the same order as two sets (running statistics real then generated, gradients
+    // real then generated), with D1's activations held once.
     net_zero_grad(&s->d);
+    net_forward(&s->d, &s->ad, y, BN_TRAIN, s->ws);
+    out->d_real = bce_logits_forward(acts_output(&s->ad), 1.0f, N);
     memset(s->dlogit, 0, N * sizeof(float));
-    bce_logits_backward(s->dlogit, acts_output(&s->ad_real), 1.0f, N, 1.0f);
-    net_backward(&s->d, &s->ad_real, NULL, s->dlogit, NULL, NULL, s->ws);
+    bce_logits_backward(s->dlogit, acts_output(&s->ad), 1.0f, N, 1.0f);
+    net_backward(&s->d, &s->ad, NULL, s->dlogit, NULL, NULL, s->ws);
+    net_forward(&s->d, &s->ad, y1, BN_TRAIN, s->ws);
+    out->d_fake = bce_logits_forward(acts_output(&s->ad), 0.0f, N);
     memset(s->dlogit, 0, N * sizeof(float));
-    bce_logits_backward(s->dlogit, acts_output(&s->ad_fake), 0.0f, N, 1.0f);
-    net_backward(&s->d, &s->ad_fake, NULL, s->dlogit, NULL, NULL, s->ws);
+    bce_logits_backward(s->dlogit, acts_output(&s->ad), 0.0f, N, 1.0f);
+    net_backward(&s->d, &s->ad, NULL, s->dlogit, NULL, NULL, s->ws);
     net_adam_step(&s->d, &s->opt_d);
 
     // G1 step against the updated D1: BCE(D1(Y1), 1) + lambda * mean|Y1 - Y|
-    net_forward(&s->d, &s->ad_fake, y1, BN_TRAIN, s->ws);
-    out->g_adv = bce_logits_forward(acts_output(&s->ad_fake), 1.0f, N);
+    net_forward(&s->d, &s->ad, y1, BN_TRAIN, s->ws);
+    out->g_adv = bce_logits_forward(acts_output(&s->ad), 1.0f, N);
     out->g_l1 = l1_forward(y1, y, n);
     memset(s->dlogit, 0, N * sizeof(float));
-    bce_logits_backward(s->dlogit, acts_output(&s->ad_fake), 1.0f, N, 1.0f);
+    bce_logits_backward(s->dlogit, acts_output(&s->ad), 1.0f, N, 1.0f);
     memset(s->dy1, 0, n * sizeof(float));
     // only dL/dY1 is needed from D1 here (its gradients are zeroed before its next step)
-    net_backward_input(&s->d, &s->ad_fake, s->dy1, s->dlogit, NULL, NULL, s->ws);
+    net_backward_input(&s->d, &s->ad, s->dy1, s->dlogit, NULL, NULL, s->ws);
     l1_backward(s->dy1, y1, y, n, s->lambda_l1);
     net_zero_grad(&s->g);
     net_backward(&s->g, &s->ag, NULL, s->dy1, NULL, NULL, s->ws);

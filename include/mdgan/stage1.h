@@ -13,7 +13,7 @@ typedef struct {
     AdamConfig opt_g, opt_d;
     Net g, d;
     Acts ag;                 // G1 at batch N (training)
-    Acts ad_real, ad_fake;   // D1 on Y and on Y1: the backward needs both calls' activations
+    Acts ad;                 // D1's activations: on Y, then on Y1 (each call's backward runs before the next call)
     Acts ainf;               // G1 at batch 1 (inference on validation clips)
     float *ws;               // vol2col workspace shared by every layer and call
     float *x;                // (N, 3, T, H, W) the first frame repeated
