@@ -59,27 +59,41 @@ int ckpt_save(const char *path, const CkptNet *nets, int nnets, const CkptMeta *
 
 static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
+// Tensor k of the net's table (and its Adam moments when with_adam) from f.
+static int load_table_entry(const StFile *f, Net *net, const char *prefix, int with_adam, int k) {
+    char name[160];
+    const NetTensor *t = &net->table[k];
+    key(name, sizeof name, prefix, t->name, "");
+    if (!st_get(f, name)) {
+        MDGAN_ERR("%s: has no tensor '%s' that %s for %d frames of %dx%d (width %d) needs: the checkpoint "
+                  "is for another shape or network", f->path, name, net_kind_name(net->kind), net->T, net->H, net->W,
+                  net->nf);
+        return -1;
+    }
+    if (st_read_f32(f, name, net_tensor_data(net, t), t->ndim, t->shape) != 0) return -1;
+    if (with_adam && t->trainable) {
+        char base[128];
+        key(base, sizeof base, prefix, t->name, "");
+        snprintf(name, sizeof name, "adam.%s.exp_avg", base);
+        if (st_read_f32(f, name, net->adam_m + t->offset, t->ndim, t->shape) != 0) return -1;
+        snprintf(name, sizeof name, "adam.%s.exp_avg_sq", base);
+        if (st_read_f32(f, name, net->adam_v + t->offset, t->ndim, t->shape) != 0) return -1;
+    }
+    return 0;
+}
+
 int ckpt_load_net(const StFile *f, Net *net, const char *prefix, int with_adam) {
+    // The tensors are independent copies out of the page cache: two threads read a
+    // 149 MB generator in 20 ms where one takes 35. The error is the first tensor's.
+    MdganLoopError err = MDGAN_LOOP_ERROR_INIT;
+#pragma omp parallel for schedule(dynamic)
+    for (int k = 0; k < net->ntable; k++) {
+        if (mdgan_loop_skip(&err, k)) continue;
+        if (load_table_entry(f, net, prefix, with_adam, k) != 0) mdgan_loop_fail(&err, k);
+    }
+    if (mdgan_loop_error(&err) != 0) return -1;
     char name[160];
     const char *kind = net_kind_name(net->kind);
-    for (int k = 0; k < net->ntable; k++) {
-        const NetTensor *t = &net->table[k];
-        key(name, sizeof name, prefix, t->name, "");
-        if (!st_get(f, name)) {
-            MDGAN_ERR("%s: has no tensor '%s' that %s for %d frames of %dx%d (width %d) needs: the checkpoint "
-                      "is for another shape or network", f->path, name, kind, net->T, net->H, net->W, net->nf);
-            return -1;
-        }
-        if (st_read_f32(f, name, net_tensor_data(net, t), t->ndim, t->shape) != 0) return -1;
-        if (with_adam && t->trainable) {
-            char base[128];
-            key(base, sizeof base, prefix, t->name, "");
-            snprintf(name, sizeof name, "adam.%s.exp_avg", base);
-            if (st_read_f32(f, name, net->adam_m + t->offset, t->ndim, t->shape) != 0) return -1;
-            snprintf(name, sizeof name, "adam.%s.exp_avg_sq", base);
-            if (st_read_f32(f, name, net->adam_v + t->offset, t->ndim, t->shape) != 0) return -1;
-        }
-    }
     // Anything else under the prefix means a different architecture (more levels).
     char pre[64];
     snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");

@@ -52,3 +52,25 @@ void mdgan_errprint(const char *prog) {
     else
         fprintf(stderr, "%s: %s\n", prog, msg);
 }
+
+void mdgan_loop_fail(MdganLoopError *e, long item) {
+#pragma omp critical(mdgan_loop_error)
+    if (e->item < 0 || item < e->item) {
+        snprintf(e->msg, sizeof e->msg, "%s", err_msg[0] ? err_msg : "failed");
+#pragma omp atomic write
+        e->item = item;
+    }
+}
+
+int mdgan_loop_skip(const MdganLoopError *e, long item) {
+    long failed;
+#pragma omp atomic read
+    failed = e->item;
+    return failed >= 0 && failed < item;
+}
+
+int mdgan_loop_error(const MdganLoopError *e) {
+    if (e->item < 0) return 0;
+    MDGAN_ERR("%s", e->msg);
+    return -1;
+}

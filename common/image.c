@@ -229,7 +229,7 @@ done:
 }
 
 #ifndef PNG_Z_LEVEL
-#define PNG_Z_LEVEL 3
+#define PNG_Z_LEVEL 1
 #endif
 #ifndef PNG_FILTER_CHOICE
 #define PNG_FILTER_CHOICE PNG_FILTER_SUB
@@ -849,31 +849,15 @@ int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits,
                                 int H, int W, const ImageSheet *sheet) {
     // frames are independent: encoded on every thread (PNG compression was most of a
     // predict's writing); the sheet, the largest image, is the first job, so that it is
-    // encoded beside the frames rather than after them. The first failure's message is
-    // kept.
+    // encoded beside the frames rather than after them.
     const int first_job = sheet ? -1 : 0;
-    int failed = 0;
-    char why[1024] = "";
+    MdganLoopError err = MDGAN_LOOP_ERROR_INIT;
 #pragma omp parallel for schedule(dynamic)
     for (int job = first_job; job < T; job++) {
-        int stop;
-#pragma omp atomic read
-        stop = failed;
-        if (stop) continue;
-        if (save_frame_job(job, dir, prefix, digits, first, video, T, H, W, sheet) != 0) {
-#pragma omp critical(image_save_frames_error)
-            if (!why[0]) {
-                snprintf(why, sizeof why, "%s", mdgan_errmsg()[0] ? mdgan_errmsg() : "cannot write a frame");
-#pragma omp atomic write
-                failed = 1;
-            }
-        }
+        if (mdgan_loop_skip(&err, job)) continue;
+        if (save_frame_job(job, dir, prefix, digits, first, video, T, H, W, sheet) != 0) mdgan_loop_fail(&err, job);
     }
-    if (failed) {
-        MDGAN_ERR("%s", why);
-        return -1;
-    }
-    return 0;
+    return mdgan_loop_error(&err);
 }
 
 void image_upscale_nearest(float *out, const float *in, int C, int T, int H, int W, int k) {

@@ -23,4 +23,20 @@ void mdgan_errclear(void);
 // Print "prog: message" (and the source location under MDGAN_DEBUG) on stderr.
 void mdgan_errprint(const char *prog);
 
+// The failure of a parallel loop's items, reported as the failure of the loop: the
+// lowest failing item's message (whichever thread ran it, and whenever), so the error
+// does not depend on the thread count. Start with MDGAN_LOOP_ERROR_INIT; a failing item
+// calls mdgan_loop_fail(&e, item) with its message set (thread-safe); an item may skip
+// its work when mdgan_loop_skip(&e, item) (an earlier item failed: the lowest failing
+// item always runs). After the loop, mdgan_loop_error(&e) sets the calling thread's
+// message and returns -1, or returns 0 when no item failed.
+typedef struct {
+    long item; // lowest failing item, -1 for none
+    char msg[1024];
+} MdganLoopError;
+#define MDGAN_LOOP_ERROR_INIT {-1, ""}
+void mdgan_loop_fail(MdganLoopError *e, long item);
+int mdgan_loop_skip(const MdganLoopError *e, long item);
+int mdgan_loop_error(const MdganLoopError *e);
+
 #endif
