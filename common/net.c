@@ -359,14 +359,14 @@ void acts_feature_shape(const Acts *a, int which, int shape[5]) {
 }
 
 static void bn_forward(Net *net, float *out, float *mean, float *rstd, const float *in, const NetLayer *ly, int N,
-                       int C, size_t S, BnMode mode) {
+                       int C, size_t S, BnMode mode, BnAct act) {
     const float *gamma = net->params + ly->gamma, *beta = net->params + ly->beta;
     float *rm = net->buffers + ly->rmean, *rv = net->buffers + ly->rvar;
     if (mode == BN_RUNNING)
-        batchnorm_forward_eval(out, in, gamma, beta, rm, rv, N, C, S, BN_EPS);
+        batchnorm_forward_eval(out, in, gamma, beta, rm, rv, N, C, S, BN_EPS, act);
     else
         batchnorm_forward_train(out, mean, rstd, mode == BN_TRAIN ? rm : NULL, mode == BN_TRAIN ? rv : NULL, in,
-                                gamma, beta, N, C, S, BN_MOMENTUM, BN_EPS);
+                                gamma, beta, N, C, S, BN_MOMENTUM, BN_EPS, act);
 }
 
 void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
@@ -378,10 +378,13 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
         const NetLayer *ly = &net->down[j];
         size_t S = volume(net->ext[j]), n = (size_t)N * ly->out_ch * S;
         conv3d_forward(a->enc_conv[j], in, net->params + ly->w, &a->conv[j], ws);
+        // the activation is applied in the BatchNorm's pass where there is one
+        const BnAct act = {enc_has_act(net, j) ? BN_ACT_LRELU : BN_ACT_NONE, LRELU_SLOPE};
         if (ly->has_bn)
             bn_forward(net, a->enc_out[j], a->bn_mean[0][j], a->bn_rstd[0][j], a->enc_conv[j], ly, N, ly->out_ch, S,
-                       mode);
-        if (enc_has_act(net, j)) lrelu_forward(a->enc_out[j], a->enc_out[j], n, LRELU_SLOPE);
+                       mode, act);
+        else if (act.kind != BN_ACT_NONE)
+            lrelu_forward(a->enc_out[j], a->enc_out[j], n, LRELU_SLOPE);
         in = a->enc_out[j];
     }
     if (net->kind == NET_D) return;
@@ -394,8 +397,7 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
             break;
         }
         bn_forward(net, a->dec_relu[i], a->bn_mean[1][i], a->bn_rstd[1][i], a->dec_conv[i], ly, N, ly->out_ch, S,
-                   mode);
-        relu_forward(a->dec_relu[i], a->dec_relu[i], n);
+                   mode, (BnAct){BN_ACT_RELU, 0.0f});
         if (net->skip[i]) {
             if (a->dec_out[i] != a->dec_relu[i]) memcpy(a->dec_out[i], a->dec_relu[i], n * sizeof(float));
             add_inplace(a->dec_out[i], a->enc_out[L - i], n);

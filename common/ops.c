@@ -73,9 +73,35 @@ static void running_update(float *running_mean, float *running_var, int c, doubl
     running_var[c] = (float)(mo * unbiased + (1 - mo) * running_var[c]);
 }
 
+// y = act((x - m) * sc + b) over one plane: one loop per activation so that each
+// vectorizes (and ReLU gives +0, as relu_forward does, not slope 0's -0).
+static inline void bn_apply(float *restrict y, const float *restrict x, size_t S, float m, float sc, float b,
+                            BnAct act) {
+    switch (act.kind) {
+    case BN_ACT_NONE:
+#pragma omp simd
+        for (size_t i = 0; i < S; i++) y[i] = (x[i] - m) * sc + b;
+        break;
+    case BN_ACT_RELU:
+#pragma omp simd
+        for (size_t i = 0; i < S; i++) {
+            const float v = (x[i] - m) * sc + b;
+            y[i] = v > 0 ? v : 0.0f;
+        }
+        break;
+    case BN_ACT_LRELU:
+#pragma omp simd
+        for (size_t i = 0; i < S; i++) {
+            const float v = (x[i] - m) * sc + b;
+            y[i] = v > 0 ? v : v * act.slope;
+        }
+        break;
+    }
+}
+
 void batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean,
                              float *running_var, const float *inp, const float *gamma,
-                             const float *beta, int N, int C, size_t S, float momentum, float eps) {
+                             const float *beta, int N, int C, size_t S, float momentum, float eps, BnAct act) {
     const double cnt = (double)N * (double)S;
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
     for (int c = 0; c < C; c++) {
@@ -88,31 +114,23 @@ void batchnorm_forward_train(float *out, float *mean, float *rstd, float *runnin
         float rs = (float)(1.0 / sqrt(var + (double)eps));
         mean[c] = (float)m;
         rstd[c] = rs;
-        // out = (x - mean) * rstd * gamma + beta
+        // out = act((x - mean) * rstd * gamma + beta)
         const float mf = (float)m, sc = rs * gamma[c], b = beta[c];
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * S;
-            float *y = out + ((size_t)n * C + c) * S;
-#pragma omp simd
-            for (size_t i = 0; i < S; i++) y[i] = (x[i] - mf) * sc + b;
-        }
+        for (int n = 0; n < N; n++)
+            bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
         if (running_mean) running_update(running_mean, running_var, c, m, var, cnt, momentum);
     }
 }
 
 void batchnorm_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
                             const float *running_mean, const float *running_var, int N, int C,
-                            size_t S, float eps) {
+                            size_t S, float eps, BnAct act) {
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
     for (int c = 0; c < C; c++) {
         float rs = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
         const float mf = running_mean[c], sc = rs * gamma[c], b = beta[c];
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + ((size_t)n * C + c) * S;
-            float *y = out + ((size_t)n * C + c) * S;
-#pragma omp simd
-            for (size_t i = 0; i < S; i++) y[i] = (x[i] - mf) * sc + b;
-        }
+        for (int n = 0; n < N; n++)
+            bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
     }
 }
 

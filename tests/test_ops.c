@@ -17,6 +17,8 @@
 #include "mdgan/loss.h"
 #include "mdgan/ops.h"
 
+static const BnAct NO_ACT = {BN_ACT_NONE, 0.0f};
+
 #define FD_H 1e-5
 #define FD_TOL 1e-4
 #define FD_GAP 0.05f
@@ -135,10 +137,10 @@ static void bn_gradcheck(int train, int N, int C, size_t S) {
     float *dx = alloc_f32(n), *dg = alloc_f32(C), *db = alloc_f32(C);
     const float eps = 1e-5f;
     if (train) {
-        batchnorm_forward_train(y, mean, rstd, NULL, NULL, x, gamma, beta, N, C, S, 0.1f, eps);
+        batchnorm_forward_train(y, mean, rstd, NULL, NULL, x, gamma, beta, N, C, S, 0.1f, eps, NO_ACT);
         batchnorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, N, C, S);
     } else {
-        batchnorm_forward_eval(y, x, gamma, beta, rm, rv, N, C, S, eps);
+        batchnorm_forward_eval(y, x, gamma, beta, rm, rv, N, C, S, eps, NO_ACT);
         batchnorm_backward_eval(dx, dg, db, dy, x, gamma, rm, rv, N, C, S, eps);
     }
     BnCtx b = {N, C, S, train, eps, to_f64(x, n), to_f64(gamma, C), to_f64(beta, C),
@@ -194,7 +196,7 @@ static void test_bn_fast_matches_naive(void **state) {
         memcpy(dg2, dg1, C * sizeof(float));
         memcpy(db2, db1, C * sizeof(float));
         memcpy(dg3, dg1, C * sizeof(float));
-        batchnorm_forward_train(y1, m1, r1, rm1, rv1, x, gamma, beta, N, C, S, 0.1f, 1e-5f);
+        batchnorm_forward_train(y1, m1, r1, rm1, rv1, x, gamma, beta, N, C, S, 0.1f, 1e-5f, NO_ACT);
         batchnorm_forward_train_naive(y2, m2, r2, rm2, rv2, x, gamma, beta, N, C, S, 0.1f, 1e-5f);
         expect_close("BN fast/naive y", y1, y2, n, NAIVE_TOL);
         expect_close("BN fast/naive mean", m1, m2, C, NAIVE_TOL);
@@ -225,16 +227,43 @@ static void test_bn_batch_stats_inference(void **state) {
     float rm[3] = {0.25f, 0.5f, 0.75f}, rv[3] = {1, 2, 3}, rm0[3], rv0[3];
     memcpy(rm0, rm, sizeof rm);
     memcpy(rv0, rv, sizeof rv);
-    batchnorm_forward_train(y1, m, r, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f);
-    batchnorm_forward_train(y2, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f);
+    batchnorm_forward_train(y1, m, r, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f, NO_ACT);
+    batchnorm_forward_train(y2, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f, NO_ACT);
     expect_close("BN batch-stats y == train y", y2, y1, n, 0);
     assert_true(memcmp(rm, rm0, sizeof rm) != 0); // the first call did update
     // and the eval path with the batch's own statistics gives the same output
     float var[3];
     for (int c = 0; c < C; c++) var[c] = 1.0f / (r[c] * r[c]) - 1e-5f;
-    batchnorm_forward_eval(y2, x, g, b, m, var, N, C, S, 1e-5f);
+    batchnorm_forward_eval(y2, x, g, b, m, var, N, C, S, 1e-5f, NO_ACT);
     expect_close("BN eval with batch stats == train y", y2, y1, n, 1e-5);
     free(x); free(g); free(b); free(y1); free(y2); free(m); free(r);
+}
+
+// The activation fused into BatchNorm's pass gives exactly the bits of relu_forward /
+// lrelu_forward run after it, in training and evaluation mode (NaN, +-0 included).
+static void test_bn_fused_activation(void **state) {
+    (void)state;
+    int N = 2, C = 3;
+    size_t S = 257, n = (size_t)N * C * S;
+    float *x = rand_buf(n, -2, 2), *g = rand_buf(C, -1.5f, 1.5f), *b = rand_buf(C, -1, 1);
+    x[5] = NAN, x[6] = 0.0f, x[7] = -0.0f;
+    float *sep = alloc_f32(n), *fused = alloc_f32(n), *m = alloc_f32(C), *r = alloc_f32(C);
+    float rm[3] = {0.25f, -0.5f, 0.75f}, rv[3] = {1, 2, 3};
+    const BnAct acts[2] = {{BN_ACT_RELU, 0.0f}, {BN_ACT_LRELU, 0.2f}};
+    for (int k = 0; k < 2; k++)
+        for (int eval = 0; eval < 2; eval++) {
+            if (eval) {
+                batchnorm_forward_eval(sep, x, g, b, rm, rv, N, C, S, 1e-5f, NO_ACT);
+                batchnorm_forward_eval(fused, x, g, b, rm, rv, N, C, S, 1e-5f, acts[k]);
+            } else {
+                batchnorm_forward_train(sep, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f, NO_ACT);
+                batchnorm_forward_train(fused, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f, acts[k]);
+            }
+            if (k == 0) relu_forward(sep, sep, n);
+            else lrelu_forward(sep, sep, n, 0.2f);
+            assert_memory_equal(fused, sep, n * sizeof(float));
+        }
+    free(x); free(g); free(b); free(sep); free(fused); free(m); free(r);
 }
 
 // Same bits with 1, 2 and 3 threads (bit-exact resume depends on it).
@@ -251,7 +280,7 @@ static void test_deterministic_across_threads(void **state) {
         omp_set_num_threads(t);
         for (int k = 0; k < 4; k++) out[k] = alloc_f32(k == 0 || k == 3 ? n : 3 * (size_t)C);
         float *mean = out[1], *rstd = out[1] + C, *rm = out[2], *rv = out[2] + C;
-        batchnorm_forward_train(out[0], mean, rstd, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f);
+        batchnorm_forward_train(out[0], mean, rstd, rm, rv, x, g, b, N, C, S, 0.1f, 1e-5f, NO_ACT);
         batchnorm_backward(out[3], out[2] + 2 * C, out[1] + 2 * C, dy, x, mean, rstd, g, N, C, S);
         float l = l1_forward(x, x2, n);
         if (t == 1) {
@@ -735,13 +764,13 @@ static void test_fixture_bn3d(void **state) {
         float eps = meps ? strtof(meps, NULL) : 1e-5f, mom = mmom ? strtof(mmom, NULL) : 0.1f;
         assert_true(eps == 1e-5f && mom == 0.1f);
         if (train) {
-            batchnorm_forward_train(y, mean, rstd, rmean, rvar, x, gamma, beta, N, C, S, mom, eps);
+            batchnorm_forward_train(y, mean, rstd, rmean, rvar, x, gamma, beta, N, C, S, mom, eps, NO_ACT);
             batchnorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C, S);
 #define X(name, buf, count) COMPARE_ONE("bn3d_train", f, name, buf, count);
             BN_TRAIN_COMPARE(X)
 #undef X
         } else {
-            batchnorm_forward_eval(y, x, gamma, beta, rmean, rvar, N, C, S, eps);
+            batchnorm_forward_eval(y, x, gamma, beta, rmean, rvar, N, C, S, eps, NO_ACT);
             batchnorm_backward_eval(dx, dgamma, dbeta, dy, x, gamma, rmean, rvar, N, C, S, eps);
 #define X(name, buf, count) COMPARE_ONE("bn3d_eval", f, name, buf, count);
             BN_EVAL_COMPARE(X)
@@ -892,6 +921,7 @@ int main(void) {
         cmocka_unit_test(test_bn_eval_gradcheck),
         cmocka_unit_test(test_bn_fast_matches_naive),
         cmocka_unit_test(test_bn_batch_stats_inference),
+        cmocka_unit_test(test_bn_fused_activation),
         cmocka_unit_test(test_deterministic_across_threads),
         cmocka_unit_test(test_activation_gradcheck),
         cmocka_unit_test(test_bce_gradcheck),

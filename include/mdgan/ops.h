@@ -22,6 +22,14 @@
 // (PyTorch: the running variance takes the UNBIASED batch variance; n = N*S).
 // running_mean == NULL is "batch statistics" inference: normalise, touch no running state.
 // out must not alias inp (the backward needs inp).
+// act: the activation the output then goes through, in the same pass over the data
+// (out = act(bn(x)), exactly the values relu_forward / lrelu_forward would give after
+// it; the backward needs out and bn's input only).
+typedef enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_LRELU } BnActKind;
+typedef struct {
+    BnActKind kind;
+    float slope; // BN_ACT_LRELU's negative slope
+} BnAct;
 void batchnorm_forward_train(float *out,              // (N, C, S)
                              float *mean,             // (C) saved
                              float *rstd,             // (C) saved
@@ -30,14 +38,14 @@ void batchnorm_forward_train(float *out,              // (N, C, S)
                              const float *inp,        // (N, C, S)
                              const float *gamma,      // (C)
                              const float *beta,       // (C)
-                             int N, int C, size_t S, float momentum, float eps);
+                             int N, int C, size_t S, float momentum, float eps, BnAct act);
 
 // Evaluation mode: out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
 void batchnorm_forward_eval(float *out,               // (N, C, S)
                             const float *inp,         // (N, C, S)
                             const float *gamma, const float *beta,                 // (C)
                             const float *running_mean, const float *running_var,   // (C)
-                            int N, int C, size_t S, float eps);
+                            int N, int C, size_t S, float eps, BnAct act);
 
 // Backward of batchnorm_forward_train (batch statistics, whatever happened to the
 // running ones). Any of dinp, dgamma, dbeta may be NULL to skip it.
