@@ -222,10 +222,8 @@ int acts_init(Acts *a, const Net *net, int N) {
     const int L = net->L;
     Slot fwd[8 * (NET_MAX_LEVELS + 1)], bwd[8 * (NET_MAX_LEVELS + 1)];
     int nf = 0, nbk = 0;
-    size_t maxlayer = 0;
     for (int j = 1; j <= L; j++) {
         size_t n = (size_t)N * net->ch[j] * volume(net->ext[j]);
-        if (n > maxlayer) maxlayer = n;
         fwd[nf++] = (Slot){&a->enc_conv[j], n};
         if (net->down[j].has_bn) fwd[nf++] = (Slot){&a->enc_out[j], n};
         bwd[nbk++] = (Slot){&a->denc_out[j], n};
@@ -239,7 +237,6 @@ int acts_init(Acts *a, const Net *net, int N) {
         for (int i = 1; i <= L; i++) {
             int C = net->ch[L - i];
             size_t n = (size_t)N * C * volume(net->ext[L - i]);
-            if (n > maxlayer) maxlayer = n;
             fwd[nf++] = (Slot){&a->dec_conv[i], n};
             bwd[nbk++] = (Slot){&a->ddec_conv[i], n};
             if (i < L) {
@@ -251,7 +248,6 @@ int acts_init(Acts *a, const Net *net, int N) {
             }
         }
     }
-    fwd[nf++] = (Slot){&a->tmp, maxlayer};
     size_t total = 0;
     for (int k = 0; k < nf; k++) total += fwd[k].n;
     size_t grad_total = 0;
@@ -406,15 +402,13 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
     }
 }
 
-// dconv += BN_backward(act_backward(dout)), through the scratch buffer.
+// dconv += BN_backward(act_backward(dout)), the activation's derivative taken inside
+// BatchNorm's backward (no pass of its own, no scratch buffer).
 static void bn_act_backward(Net *net, Acts *a, float *dconv, const float *dout, const float *out, const float *conv,
                             const float *mean, const float *rstd, const NetLayer *ly, size_t S, int leaky) {
-    size_t n = (size_t)a->N * ly->out_ch * S;
-    memset(a->tmp, 0, n * sizeof(float));
-    if (leaky) lrelu_backward(a->tmp, dout, out, n, LRELU_SLOPE);
-    else relu_backward(a->tmp, dout, out, n);
-    batchnorm_backward(dconv, net->grads + ly->gamma, net->grads + ly->beta, a->tmp, conv, mean, rstd,
-                       net->params + ly->gamma, a->N, ly->out_ch, S);
+    const BnAct act = {leaky ? BN_ACT_LRELU : BN_ACT_RELU, leaky ? LRELU_SLOPE : 0.0f};
+    batchnorm_backward_act(dconv, net->grads + ly->gamma, net->grads + ly->beta, dout, out, act, conv, mean, rstd,
+                           net->params + ly->gamma, a->N, ly->out_ch, S);
 }
 
 static int backward(Net *net, Acts *a, float *dx, const float *dout, const float *dfeat1, const float *dfeat3,

@@ -134,35 +134,96 @@ void batchnorm_forward_eval(float *out, const float *inp, const float *gamma, co
     }
 }
 
-void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                        const float *inp, const float *mean, const float *rstd, const float *gamma,
-                        int N, int C, size_t S) {
+// The gradient reaching BatchNorm's output from dout, the gradient of act's output
+// (out = act(bn)): dout itself without an activation, else 0 + dout * act'(out), the
+// exact bits that relu_backward / lrelu_backward accumulate into a zeroed buffer.
+static inline float bn_dy(const float *dout, const float *out, size_t i, BnActKind kind, float slope) {
+    switch (kind) {
+    case BN_ACT_RELU: return 0.0f + (out[i] > 0 ? dout[i] : 0.0f);
+    case BN_ACT_LRELU: return 0.0f + (out[i] > 0 ? dout[i] : dout[i] * slope);
+    default: return dout[i];
+    }
+}
+
+// sum dy and sum dy * (x - m) over one plane, each in sum_f32's / dot_centered's lanes
+// and order (so the same doubles as those two passes), in one pass.
+static inline void bn_plane_sums(const float *dout, const float *out, const float *x, size_t n, double m,
+                                 BnActKind kind, float slope, double *sum, double *dot) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float y0 = bn_dy(dout, out, i, kind, slope), y1 = bn_dy(dout, out, i + 1, kind, slope);
+        const float y2 = bn_dy(dout, out, i + 2, kind, slope), y3 = bn_dy(dout, out, i + 3, kind, slope);
+        s0 += y0, s1 += y1, s2 += y2, s3 += y3;
+        d0 += (double)y0 * (x[i] - m);
+        d1 += (double)y1 * (x[i + 1] - m);
+        d2 += (double)y2 * (x[i + 2] - m);
+        d3 += (double)y3 * (x[i + 3] - m);
+    }
+    for (; i < n; i++) {
+        const float y = bn_dy(dout, out, i, kind, slope);
+        s0 += y;
+        d0 += (double)y * (x[i] - m);
+    }
+    *sum += (s0 + s1) + (s2 + s3);
+    *dot += (d0 + d1) + (d2 + d3);
+}
+
+static inline void bn_backward_channel(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                       const float *act_out, BnActKind kind, float slope, const float *inp,
+                                       const float *mean, const float *rstd, const float *gamma, int N, int C,
+                                       size_t S, int c) {
     const double cnt = (double)N * (double)S;
+    // forward: y = xhat * gamma + beta, xhat = (x - mean) * rstd, mean and rstd from the batch
+    double m = mean[c], rs = rstd[c];
+    double sum_dy = 0, dot = 0;  // sum dy, sum dy * (x - mean)
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * S;
+        bn_plane_sums(dout + off, act_out ? act_out + off : NULL, inp + off, S, m, kind, slope, &sum_dy, &dot);
+    }
+    if (dbeta) dbeta[c] += (float)sum_dy;
+    if (dgamma) dgamma[c] += (float)(dot * rs);  // sum dy * xhat
+    if (!dinp) return;
+    // dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    //    = gamma * rstd * (dy - mean(dy) - (x - mean) * k),  k = rstd^2 * mean(dy * (x - mean))
+    const float mf = (float)m, gm = (float)(sum_dy / cnt), k = (float)(dot * rs * rs / cnt);
+    const float sc = rstd[c] * gamma[c];
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * S;
+        const float *x = inp + off, *dy = dout + off, *o = act_out ? act_out + off : NULL;
+        float *dx = dinp + off;
+#pragma omp simd
+        for (size_t i = 0; i < S; i++) dx[i] += (bn_dy(dy, o, i, kind, slope) - gm - (x[i] - mf) * k) * sc;
+    }
+}
+
+void batchnorm_backward_act(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *act_out,
+                            BnAct act, const float *inp, const float *mean, const float *rstd, const float *gamma,
+                            int N, int C, size_t S) {
+    // one call per activation with a constant kind, so that each inlines into its own loops
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
     for (int c = 0; c < C; c++) {
-        // forward: y = xhat * gamma + beta, xhat = (x - mean) * rstd, mean and rstd from the batch
-        double m = mean[c], rs = rstd[c];
-        double sum_dy = 0, dot = 0;  // sum dy, sum dy * (x - mean)
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * S;
-            sum_dy += sum_f32(dout + off, S);
-            dot += dot_centered(dout + off, inp + off, S, m);
-        }
-        if (dbeta) dbeta[c] += (float)sum_dy;
-        if (dgamma) dgamma[c] += (float)(dot * rs);  // sum dy * xhat
-        if (!dinp) continue;
-        // dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-        //    = gamma * rstd * (dy - mean(dy) - (x - mean) * k),  k = rstd^2 * mean(dy * (x - mean))
-        const float mf = (float)m, gm = (float)(sum_dy / cnt), k = (float)(dot * rs * rs / cnt);
-        const float sc = rstd[c] * gamma[c];
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * S;
-            const float *x = inp + off, *dy = dout + off;
-            float *dx = dinp + off;
-#pragma omp simd
-            for (size_t i = 0; i < S; i++) dx[i] += (dy[i] - gm - (x[i] - mf) * k) * sc;
+        switch (act.kind) {
+        case BN_ACT_NONE:
+            bn_backward_channel(dinp, dgamma, dbeta, dout, NULL, BN_ACT_NONE, 0.0f, inp, mean, rstd, gamma, N, C, S,
+                                c);
+            break;
+        case BN_ACT_RELU:
+            bn_backward_channel(dinp, dgamma, dbeta, dout, act_out, BN_ACT_RELU, 0.0f, inp, mean, rstd, gamma, N, C,
+                                S, c);
+            break;
+        case BN_ACT_LRELU:
+            bn_backward_channel(dinp, dgamma, dbeta, dout, act_out, BN_ACT_LRELU, act.slope, inp, mean, rstd, gamma,
+                                N, C, S, c);
+            break;
         }
     }
+}
+
+void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *inp,
+                        const float *mean, const float *rstd, const float *gamma, int N, int C, size_t S) {
+    batchnorm_backward_act(dinp, dgamma, dbeta, dout, NULL, (BnAct){BN_ACT_NONE, 0.0f}, inp, mean, rstd, gamma, N, C,
+                           S);
 }
 
 void batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta, const float *dout,

@@ -266,6 +266,33 @@ static void test_bn_fused_activation(void **state) {
     free(x); free(g); free(b); free(sep); free(fused); free(m); free(r);
 }
 
+// The backward through the fused activation gives exactly the bits of relu_backward /
+// lrelu_backward into a zeroed buffer followed by batchnorm_backward.
+static void test_bn_fused_activation_backward(void **state) {
+    (void)state;
+    int N = 2, C = 3;
+    size_t S = 4099, n = (size_t)N * C * S; // odd, and over BatchNorm's OpenMP threshold
+    float *x = rand_buf(n, -2, 2), *g = rand_buf(C, -1.5f, 1.5f), *b = rand_buf(C, -1, 1);
+    float *da = rand_buf(n, -1, 1), *out = alloc_f32(n), *m = alloc_f32(C), *r = alloc_f32(C);
+    float *dy = alloc_f32(n), *dx1 = rand_buf(n, -1, 1), *dx2 = alloc_f32(n);
+    memcpy(dx2, dx1, n * sizeof(float));
+    const BnAct acts[2] = {{BN_ACT_RELU, 0.0f}, {BN_ACT_LRELU, 0.2f}};
+    for (int k = 0; k < 2; k++) {
+        float dg1[3] = {0.5f, 0, 0}, db1[3] = {0, -1, 0}, dg2[3], db2[3];
+        memcpy(dg2, dg1, sizeof dg1), memcpy(db2, db1, sizeof db1);
+        batchnorm_forward_train(out, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f, acts[k]);
+        memset(dy, 0, n * sizeof(float));
+        if (k == 0) relu_backward(dy, da, out, n);
+        else lrelu_backward(dy, da, out, n, 0.2f);
+        batchnorm_backward(dx1, dg1, db1, dy, x, m, r, g, N, C, S);
+        batchnorm_backward_act(dx2, dg2, db2, da, out, acts[k], x, m, r, g, N, C, S);
+        assert_memory_equal(dx2, dx1, n * sizeof(float));
+        assert_memory_equal(dg2, dg1, sizeof dg1);
+        assert_memory_equal(db2, db1, sizeof db1);
+    }
+    free(x); free(g); free(b); free(da); free(out); free(m); free(r); free(dy); free(dx1); free(dx2);
+}
+
 // Same bits with 1, 2 and 3 threads (bit-exact resume depends on it).
 static void test_deterministic_across_threads(void **state) {
     (void)state;
@@ -922,6 +949,7 @@ int main(void) {
         cmocka_unit_test(test_bn_fast_matches_naive),
         cmocka_unit_test(test_bn_batch_stats_inference),
         cmocka_unit_test(test_bn_fused_activation),
+        cmocka_unit_test(test_bn_fused_activation_backward),
         cmocka_unit_test(test_deterministic_across_threads),
         cmocka_unit_test(test_activation_gradcheck),
         cmocka_unit_test(test_bce_gradcheck),

@@ -107,7 +107,6 @@ typedef struct {
     float *dec_conv[NET_MAX_LEVELS + 1], *dec_relu[NET_MAX_LEVELS + 1], *dec_out[NET_MAX_LEVELS + 1];
     float *ddec_conv[NET_MAX_LEVELS + 1], *ddec_out[NET_MAX_LEVELS + 1];
     float *bn_mean[2][NET_MAX_LEVELS + 1], *bn_rstd[2][NET_MAX_LEVELS + 1]; // [0] encoder, [1] decoder
-    float *tmp;                      // one layer's worth of scratch for the backward
     float *grad_begin; size_t grad_floats;   // the activation-gradient part of the arena
     const float *input;              // borrowed at forward, used by the backward
     BnMode mode;                     // of the last forward

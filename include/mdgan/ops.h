@@ -57,6 +57,14 @@ void batchnorm_backward(float *dinp,                  // (N, C, S) +=
                         const float *gamma,           // (C)
                         int N, int C, size_t S);
 
+// The same through the activation fused into the forward: dout is the gradient of
+// act_out = act(bn(x)) (the forward's out), and BatchNorm's own output gradient is
+// taken from it on the fly (the bits relu_backward / lrelu_backward would give into a
+// zeroed buffer). act_out may be NULL with BN_ACT_NONE.
+void batchnorm_backward_act(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *act_out,
+                            BnAct act, const float *inp, const float *mean, const float *rstd, const float *gamma,
+                            int N, int C, size_t S);
+
 // Backward of batchnorm_forward_eval (the statistics are constants).
 void batchnorm_backward_eval(float *dinp,             // (N, C, S) +=
                              float *dgamma, float *dbeta,   // (C) +=
