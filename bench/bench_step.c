@@ -1,10 +1,11 @@
 // bench_step: times the C side of `make bench` (see bench/README.md).
 //
-//   --case train   one Stage I training step: G1 forward (train-mode BN), D on Y and on
-//                  Y1 (two calls, two Acts), BCE losses, D backward x2 + Adam on D, D on
-//                  Y1 again, G loss = BCE(D(Y1), 1) + L1(Y1, Y), D backward to dY1 (D's
-//                  weight gradients are skipped: net_backward_input, as stage1_step does), G1
-//                  backward, Adam on G1. Default shape T=32, 64x64, ngf=ndf=16, batch 4.
+//   --case train   one Stage I training step as stage1_step runs it: G1 forward
+//                  (train-mode BN), D on Y then backward, D on Y1 then backward (one set
+//                  of D activations), BCE losses, Adam on D, D on Y1 again, G loss =
+//                  BCE(D(Y1), 1) + L1(Y1, Y), D backward to dY1 (D's weight gradients are
+//                  skipped: net_backward_input), G1 backward, Adam on G1. Default shape
+//                  T=32, 64x64, ngf=ndf=16, batch 4.
 //   --case refine  one Stage II training step as mdgan-base serve and mdgan-refine train
 //                  run it between them: the frozen G1 (inference layout, running BN
 //                  statistics) makes Y1 from Y's first frame, then stage2_step (G2 forward,
@@ -58,6 +59,7 @@ typedef struct {
     int threads, warmup, min_iters, max_iters;
     double min_time; // seconds of timed iterations at least (after min_iters)
     const char *dump; // --dump FILE or NULL
+    FILE *dump_f;     // opened before anything runs, so that a bad path fails at once
 } Opts;
 
 static void usage(FILE *out) {
@@ -178,7 +180,11 @@ static double net_bwd_flops(const Net *net, const Acts *a, int with_dx) {
 // Text, one "name value" per line after a header naming the case, the shape and the
 // threads: a reader can tell two dumps of different runs apart before it compares them.
 // Means rather than sums, so that the rounding of a million terms stays far below the
-// tolerance the comparison uses.
+// tolerance the comparison uses. Values computed after D's first Adam update are named
+// "after_adam.*": Adam's first step moves every weight by about lr * sign(gradient), so
+// a gradient near zero whose last bits differ (another sgemm kernel) moves its weight
+// the other way, and those values differ by far more than the rounding of the values
+// before it (bench/run.sh --both-modes reports them without failing on them).
 
 static void dump_scalar(FILE *f, const char *name, double v) { fprintf(f, "%s %.9g\n", name, v); }
 
@@ -197,11 +203,7 @@ static void dump_tensor(FILE *f, const char *name, const float *x, size_t n) {
 typedef void (*DumpFn)(void *ctx, FILE *f);
 
 static int write_dump(const Opts *o, DumpFn fn, void *ctx) {
-    FILE *f = fopen(o->dump, "w");
-    if (!f) {
-        MDGAN_ERR("--dump %s: cannot create it", o->dump);
-        return -1;
-    }
+    FILE *f = o->dump_f;
     fprintf(f, "mdgan-bench-dump 1 case=%s T=%d H=%d W=%d nf=%d batch=%d threads=%d seed=%d\n", CASE_NAME[o->kase],
             o->T, o->S, o->S, o->nf, o->N, o->threads, SEED);
     fn(ctx, f);
@@ -227,9 +229,10 @@ static const char *PHASE_DESC[NPHASE] = {
 
 typedef struct {
     Net g, d;
-    Acts ag, adr, adf, adg;
+    Acts ag, ad; // D's one set of activations, as stage1_step holds it
     float *ws, *x, *y, *dy1;
     float dlr[64], dlf[64], dlg[64];
+    float logit_y[64], logit_y1[64], logit_g[64]; // D's logits of the three calls, for --dump
     AdamConfig adam;
     float loss_d, loss_g;
 } Train;
@@ -244,11 +247,9 @@ static int train_init(Train *b, const Opts *o, Rng *rng) {
     if (net_init(&b->g, NET_G1, o->T, o->S, o->S, o->nf, rng) != 0 ||
         net_init(&b->d, NET_D, o->T, o->S, o->S, o->nf, rng) != 0)
         return -1;
-    if (acts_init(&b->ag, &b->g, o->N) != 0 || acts_init(&b->adr, &b->d, o->N) != 0 ||
-        acts_init(&b->adf, &b->d, o->N) != 0 || acts_init(&b->adg, &b->d, o->N) != 0)
-        return -1;
+    if (acts_init(&b->ag, &b->g, o->N) != 0 || acts_init(&b->ad, &b->d, o->N) != 0) return -1;
     size_t ws = b->ag.ws_floats;
-    if (b->adr.ws_floats > ws) ws = b->adr.ws_floats;
+    if (b->ad.ws_floats > ws) ws = b->ad.ws_floats;
     size_t n = acts_output_numel(&b->ag);
     b->ws = malloc(ws * sizeof(float));
     b->x = malloc(n * sizeof(float));
@@ -264,7 +265,7 @@ static int train_init(Train *b, const Opts *o, Rng *rng) {
 }
 
 static void train_free(Train *b) {
-    acts_free(&b->ag), acts_free(&b->adr), acts_free(&b->adf), acts_free(&b->adg);
+    acts_free(&b->ag), acts_free(&b->ad);
     net_free(&b->g), net_free(&b->d);
     free(b->ws), free(b->x), free(b->y), free(b->dy1);
 }
@@ -278,34 +279,42 @@ static int train_step(Train *b, double ph[NPHASE]) {
     net_forward(&b->g, &b->ag, b->x, BN_TRAIN, b->ws);
     const float *y1 = acts_output(&b->ag);
     LAP(PH_G_FWD);
-    // D step: BCE(D(Y), 1) + BCE(D(Y1), 0), Y1 detached (no dx)
-    net_forward(&b->d, &b->adr, b->y, BN_TRAIN, b->ws);
-    net_forward(&b->d, &b->adf, y1, BN_TRAIN, b->ws);
-    LAP(PH_D_FWD2);
-    const float *lr = acts_output(&b->adr), *lf = acts_output(&b->adf);
-    b->loss_d = bce_logits_forward(lr, 1.0f, (size_t)N) + bce_logits_forward(lf, 0.0f, (size_t)N);
-    memset(b->dlr, 0, sizeof b->dlr), memset(b->dlf, 0, sizeof b->dlf);
-    bce_logits_backward(b->dlr, lr, 1.0f, (size_t)N, 1.0f);
-    bce_logits_backward(b->dlf, lf, 0.0f, (size_t)N, 1.0f);
+    // D step: BCE(D(Y), 1) + BCE(D(Y1), 0), Y1 detached (no dx); as stage1_step, each
+    // call's backward right after it, through one set of activations
+    const size_t bytes = (size_t)N * sizeof(float);
     net_zero_grad(&b->d);
+    net_forward(&b->d, &b->ad, b->y, BN_TRAIN, b->ws);
+    LAP(PH_D_FWD2);
+    memcpy(b->logit_y, acts_output(&b->ad), bytes);
+    b->loss_d = bce_logits_forward(b->logit_y, 1.0f, (size_t)N);
+    memset(b->dlr, 0, sizeof b->dlr);
+    bce_logits_backward(b->dlr, b->logit_y, 1.0f, (size_t)N, 1.0f);
     LAP(PH_LOSS);
-    if (net_backward(&b->d, &b->adr, NULL, b->dlr, NULL, NULL, b->ws) != 0 ||
-        net_backward(&b->d, &b->adf, NULL, b->dlf, NULL, NULL, b->ws) != 0)
-        return -1;
+    if (net_backward(&b->d, &b->ad, NULL, b->dlr, NULL, NULL, b->ws) != 0) return -1;
+    LAP(PH_D_BWD2);
+    net_forward(&b->d, &b->ad, y1, BN_TRAIN, b->ws);
+    LAP(PH_D_FWD2);
+    memcpy(b->logit_y1, acts_output(&b->ad), bytes);
+    b->loss_d += bce_logits_forward(b->logit_y1, 0.0f, (size_t)N);
+    memset(b->dlf, 0, sizeof b->dlf);
+    bce_logits_backward(b->dlf, b->logit_y1, 0.0f, (size_t)N, 1.0f);
+    LAP(PH_LOSS);
+    if (net_backward(&b->d, &b->ad, NULL, b->dlf, NULL, NULL, b->ws) != 0) return -1;
     LAP(PH_D_BWD2);
     net_adam_step(&b->d, &b->adam);
     LAP(PH_ADAM_D);
     // G step: BCE(D(Y1), 1) + L1(Y1, Y) through the updated D
-    net_forward(&b->d, &b->adg, y1, BN_TRAIN, b->ws);
+    net_forward(&b->d, &b->ad, y1, BN_TRAIN, b->ws);
     LAP(PH_D_FWD1);
-    const float *lg = acts_output(&b->adg);
+    const float *lg = acts_output(&b->ad);
+    memcpy(b->logit_g, lg, bytes);
     b->loss_g = bce_logits_forward(lg, 1.0f, (size_t)N) + l1_forward(y1, b->y, n);
     memset(b->dlg, 0, sizeof b->dlg);
     bce_logits_backward(b->dlg, lg, 1.0f, (size_t)N, 1.0f);
     memset(b->dy1, 0, n * sizeof(float));
     net_zero_grad(&b->d); // D's gradients from the G loss are discarded
     LAP(PH_LOSS);
-    if (net_backward_input(&b->d, &b->adg, b->dy1, b->dlg, NULL, NULL, b->ws) != 0) return -1;
+    if (net_backward_input(&b->d, &b->ad, b->dy1, b->dlg, NULL, NULL, b->ws) != 0) return -1;
     LAP(PH_D_BWD1);
     l1_backward(b->dy1, y1, b->y, n, 1.0f);
     net_zero_grad(&b->g);
@@ -320,10 +329,12 @@ static int train_step(Train *b, double ph[NPHASE]) {
 
 static void train_dump(void *ctx, FILE *f) {
     Train *b = ctx;
-    dump_scalar(f, "loss_d", b->loss_d), dump_scalar(f, "loss_g", b->loss_g);
+    // D's calls on Y and Y1 of its own step: before its update
+    dump_scalar(f, "loss_d", b->loss_d), dump_scalar(f, "after_adam.loss_g", b->loss_g);
     dump_tensor(f, "y1", acts_output(&b->ag), acts_output_numel(&b->ag));
-    dump_tensor(f, "d_logit_y", acts_output(&b->adr), (size_t)b->ag.N);
-    dump_tensor(f, "d_logit_y1", acts_output(&b->adf), (size_t)b->ag.N);
+    dump_tensor(f, "d_logit_y", b->logit_y, (size_t)b->ag.N);
+    dump_tensor(f, "d_logit_y1", b->logit_y1, (size_t)b->ag.N);
+    dump_tensor(f, "after_adam.d_logit_y1", b->logit_g, (size_t)b->ag.N);
 }
 
 // ---------------------------------------------------------------- the Stage II step
@@ -408,12 +419,15 @@ static int refine_step(Refine *b, double ph[NPHASE]) {
 static void refine_dump(void *ctx, FILE *f) {
     Refine *b = ctx;
     const Stage2Losses *l = &b->loss;
+    // G2's output and L1 term come before any update; D2's activations left in ad[] are
+    // those of the G2 step, after D2's update
     dump_scalar(f, "d_real", l->d_real), dump_scalar(f, "d_fake", l->d_fake), dump_scalar(f, "d_rank", l->d_rank);
-    dump_scalar(f, "g_adv", l->g_adv), dump_scalar(f, "g_l1", l->g_l1), dump_scalar(f, "g_rank", l->g_rank);
+    dump_scalar(f, "g_l1", l->g_l1);
+    dump_scalar(f, "after_adam.g_adv", l->g_adv), dump_scalar(f, "after_adam.g_rank", l->g_rank);
     const size_t n = acts_output_numel(&b->a1);
     dump_tensor(f, "y1", acts_output(&b->a1), n);
     dump_tensor(f, "y2", stage2_output(&b->s), n);
-    static const char *who[3] = {"d2_logit_y", "d2_logit_y1", "d2_logit_y2"}; // the G2 step's D2 (updated)
+    static const char *who[3] = {"after_adam.d2_logit_y", "after_adam.d2_logit_y1", "after_adam.d2_logit_y2"};
     for (int k = 0; k < 3; k++) dump_tensor(f, who[k], acts_output(&b->s.ad[k]), (size_t)b->s.N);
 }
 
@@ -798,13 +812,13 @@ static int run_train(const Opts *o, Rng *rng, double rss0) {
         mdgan_errprint(PROG);
         rc = MDGAN_EXIT_RUNTIME;
     } else {
-        Acts *ag = &b.ag, *ad = &b.adr;
+        Acts *ag = &b.ag, *ad = &b.ad;
         double flops = net_fwd_flops(&b.g, ag) + 3 * net_fwd_flops(&b.d, ad) + 2 * net_bwd_flops(&b.d, ad, 0) +
                        net_bwd_flops(&b.d, ad, 1) + net_bwd_flops(&b.g, ag, 0);
         print_result(o, &tm, flops, rss0, "");
         printf("last losses: D %.4f, G %.4f\n", b.loss_d, b.loss_g);
         printf("memory: G1 params %.1f MiB x4 (params, grads, Adam m, v), D params %.1f MiB x4; activations "
-               "G1 %.1f MiB (of which gradients %.1f), D %.1f MiB x3 (of which gradients %.1f each); "
+               "G1 %.1f MiB (of which gradients %.1f), D %.1f MiB (of which gradients %.1f); "
                "vol2col workspace %.1f MiB; inputs %.1f MiB x3\n",
                b.g.nparams / MiB, b.d.nparams / MiB, ag->arena_floats / MiB, ag->grad_floats / MiB,
                ad->arena_floats / MiB, ad->grad_floats / MiB,
@@ -856,7 +870,9 @@ static int run_infer(const Opts *o, Rng *rng, double rss0) {
     Infer b = {0};
     Timing tm = {0};
     int rc = MDGAN_EXIT_OK;
-    if (net_init(&b.g, NET_G1, o->T, o->S, o->S, o->nf, rng) != 0 || acts_init(&b.a, &b.g, o->N) != 0) {
+    // the inference layout mdgan predict uses (ckpt_load_generator: net_init_inference,
+    // acts_init_inference)
+    if (frozen_g1_init(&b.g, o, rng) != 0 || acts_init_inference(&b.a, &b.g, o->N) != 0) {
         mdgan_errprint(PROG);
         rc = MDGAN_EXIT_RUNTIME;
     } else {
@@ -873,10 +889,9 @@ static int run_infer(const Opts *o, Rng *rng, double rss0) {
                 rc = MDGAN_EXIT_RUNTIME;
             } else {
                 print_result(o, &tm, net_fwd_flops(&b.g, &b.a), rss0, "");
-                printf("memory: G1 params %.1f MiB x4 (allocated, only params touched); activations %.1f MiB "
-                       "(of which gradients %.1f, untouched); vol2col workspace %.1f MiB; input %.1f MiB\n",
-                       b.g.nparams / MiB, b.a.arena_floats / MiB, b.a.grad_floats / MiB, b.a.ws_floats / MiB,
-                       n / MiB);
+                printf("memory: G1 params %.1f MiB (no gradients, no Adam moments); activations %.1f MiB "
+                       "(inference layout); vol2col workspace %.1f MiB; input %.1f MiB\n",
+                       b.g.nparams / MiB, b.a.arena_floats / MiB, b.a.ws_floats / MiB, n / MiB);
             }
         }
     }
@@ -891,6 +906,11 @@ int main(int argc, char **argv) {
     if (parse(argc, argv, &o) != 0) {
         mdgan_errprint(PROG);
         fprintf(stderr, "(see %s --help)\n", PROG);
+        return MDGAN_EXIT_USAGE;
+    }
+    if (o.dump && !(o.dump_f = fopen(o.dump, "w"))) {
+        MDGAN_ERR("--dump %s: cannot create it", o.dump);
+        mdgan_errprint(PROG);
         return MDGAN_EXIT_USAGE;
     }
     double rss0 = max_rss_mib();

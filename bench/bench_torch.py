@@ -326,9 +326,9 @@ def main():
     a = p.parse_args()
     train = a.case == "train"
     small = a.case != "infer"  # the CPU training shape
-    a.size = a.size or (64 if small else 128)
-    a.nf = a.nf or (16 if small else 32)
-    a.batch = a.batch or (4 if small else 1)
+    a.size = (64 if small else 128) if a.size is None else a.size
+    a.nf = (16 if small else 32) if a.nf is None else a.nf
+    a.batch = (4 if small else 1) if a.batch is None else a.batch
     a.max_iters = max(a.max_iters, a.iters)
     if a.threads < 1 or a.iters < 1 or a.warmup < 0:
         p.error("--threads and --iters must be >= 1, --warmup >= 0")
