@@ -100,6 +100,18 @@ PHASES = [("g_fwd", "G1 forward (train BN)"), ("d_fwd_x2", "D forward on Y and Y
           ("adam_g", "Adam on G1"), ("losses", "BCE/L1 losses + zero_grad")]
 
 
+
+class Laps:
+    """lap(k) adds the seconds since the previous lap (or since creation) to ph[k]."""
+
+    def __init__(self, ph):
+        self.ph, self.last = ph, time.perf_counter()
+
+    def __call__(self, k):
+        t = time.perf_counter()
+        self.ph[k] = self.ph.get(k, 0.0) + t - self.last
+        self.last = t
+
 class Train:
     def __init__(self, a, gen):
         self.G = dcgan_init(mdgan_ref.G1(a.frames, a.size, a.size, a.nf), gen).train()
@@ -114,13 +126,7 @@ class Train:
         self.loss_d = self.loss_g = float("nan")
 
     def step(self, ph):
-        t0 = time.perf_counter()
-
-        def lap(k):
-            nonlocal t0
-            t1 = time.perf_counter()
-            ph[k] = ph.get(k, 0.0) + t1 - t0
-            t0 = t1
+        lap = Laps(ph)
 
         bce = F.binary_cross_entropy_with_logits
         y1 = self.G(self.x)
@@ -194,20 +200,14 @@ class Refine:
         self.losses = {}
 
     def step(self, ph):
-        t0 = time.perf_counter()
-
-        def lap(k):
-            nonlocal t0
-            t1 = time.perf_counter()
-            ph[k] = ph.get(k, 0.0) + t1 - t0
-            t0 = t1
+        lap = Laps(ph)
 
         y, N, T, S = self.y, self.y.shape[0], self.y.shape[2], self.y.shape[3]
         with torch.no_grad():  # what mdgan-base serve computes for the batch
             x = y[:, :, :1].expand(N, 3, T, S, S).contiguous()
             y1 = self.G1(x)
         lap("g1_fwd")
-        g1_end = t0
+        g1_end = lap.last
         # From here as tests/make_fixtures.py's stage2_step_fixture.
         bce = F.binary_cross_entropy_with_logits
         d2, form = self.D, self.form
@@ -251,7 +251,7 @@ class Refine:
         lap("dg_bwd")
         self.optG.step()
         lap("adam_g")
-        ph["stage2"] = ph.get("stage2", 0.0) + t0 - g1_end
+        ph["stage2"] = ph.get("stage2", 0.0) + lap.last - g1_end
         self.losses = {"d_real": loss_d_real.item(), "d_fake": loss_d_fake.item(), "d_rank": d_rank.item(),
                        "g_adv": loss_g_adv.item(), "g_l1": loss_g_l1.item(), "g_rank": g_rank.item()}
 
