@@ -170,8 +170,8 @@ static int conv_threads(void) {
 
 // ---- lines split into stride phases ----
 // An input line row[0..W) is split into its sW stride phases, each with kW zeros on
-// both sides: phase m holds row[j*sW + m] at LINE_PAD(s) + j. The tap kw (offset
-// d = kw - pW = sh*sW + m, 0 <= m < sW) reads row[i*sW + d] = phase m at LINE_PAD + i + sh
+// both sides: phase m holds row[j*sW + m] at line_pad(s) + j. The tap kw (offset
+// d = kw - pW = sh*sW + m, 0 <= m < sW) reads row[i*sW + d] = phase m at line_pad + i + sh
 // for output column i: one contiguous run of oW floats for every tap, the padding
 // zeros already in place, whatever the stride. So a line is split once and serves all
 // kW taps (the rows (c, kt, kh, 0..kW-1) of the column matrix are consecutive), and the
@@ -323,7 +323,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
 }
 
 // Weight gradient of a small dW by columns: item (n, part) sums its run of column-gather
-// tiles of sample n into its own partial (K, Ck); the partials are then added to dW in
+// tiles of sample n into its own partial dW^T (Ck, K); the partials are then added to dW in
 // item order, so each element's sum has the same order on any thread count. Rows of
 // vol2col are never split, so each sgemm has all Ck columns of dW (a row-grouped sgemm
 // of a first layer has a dozen).
