@@ -586,11 +586,18 @@ static void layer_job(void *ctx) {
     }
 }
 
-// Best of reps for ours and for the bare sgemm, alternating after one warm call each,
-// so that a burst of other work on the machine hits both alike.
-static void time_pair(LayerJob *j, JobKind ours, JobKind ref, int reps, double *t_ours, double *t_ref) {
+// Best of at least min_reps for ours and for the bare sgemm, alternating after one warm
+// call each, so that a burst of other work on the machine hits both alike; small layers
+// repeat until LAYER_MIN_TIME has passed (up to LAYER_MAX_REPS): with 2 threads one
+// descheduled thread doubles a call, and three tries were not always enough to see one
+// call without it (the same shape then read 5 and 10 ms in two runs).
+enum { LAYER_MAX_REPS = 50 };
+static const double LAYER_MIN_TIME = 0.3; // seconds per (layer, direction), both sides
+
+static void time_pair(LayerJob *j, JobKind ours, JobKind ref, int min_reps, double *t_ours, double *t_ref) {
     *t_ours = *t_ref = 1e30;
-    for (int r = -1; r < reps; r++)
+    const double start = omp_get_wtime();
+    for (int r = -1; r < min_reps || (r < LAYER_MAX_REPS && omp_get_wtime() - start < LAYER_MIN_TIME); r++)
         for (int k = 0; k < 2; k++) {
             j->which = k ? ref : ours;
             double t = omp_get_wtime();
@@ -620,7 +627,7 @@ static int profile_layers(const Opts *o, Rng *rng) {
         for (int d = 0; d < NDIR; d++) worst[k][d] = 1e30, worst_at[k][d] = 0, sum_ours[k][d] = sum_ref[k][d] = 0;
     memset(nets, 0, sizeof nets), memset(acts, 0, sizeof acts);
     const double busy0 = machine_busy_s(), self0 = self_cpu_s(), start = omp_get_wtime();
-    printf("per convolution at T=%d %dx%d nf=%d batch=%d, %d threads (best of 3 each, alternating with the "
+    printf("per convolution at T=%d %dx%d nf=%d batch=%d, %d threads (best of 5 or more each, alternating with the "
            "sgemm): ms, GFLOP/s, and 'sg%%' = share of sgemm = time of the bare whole-matrix sgemm(s) of the same "
            "product (OpenBLAS's own threads: %d) / our time:\n",
            o->T, o->S, o->S, o->nf, o->N, o->threads, omp_get_max_threads());
@@ -659,7 +666,7 @@ static int profile_layers(const Opts *o, Rng *rng) {
                 static const JobKind REF[2][NDIR] = {{JOB_SG_WX, JOB_SG_WTDY, JOB_SG_DYXT},
                                                      {JOB_SG_WTDY, JOB_SG_WX, JOB_SG_DYXT}};
                 double t[NDIR], tref[NDIR];
-                for (int d = 0; d < NDIR; d++) time_pair(&job, OURS[tr][d], REF[tr][d], 3, &t[d], &tref[d]);
+                for (int d = 0; d < NDIR; d++) time_pair(&job, OURS[tr][d], REF[tr][d], 5, &t[d], &tref[d]);
                 char shape[64], gemm[32];
                 snprintf(shape, sizeof shape, "%d->%d (%d,%d,%d)->(%d,%d,%d)", s->C, s->K, s->T, s->H, s->W, s->oT,
                          s->oH, s->oW);
