@@ -160,8 +160,7 @@ size_t conv_workspace_floats(const ConvShape *s) {
     return CONV_MAX_THREADS * tile_floats(s) + partials;
 }
 
-// Called by the thread that starts a parallel loop, outside it.
-static int conv_threads(void) {
+int conv_threads(void) {
     int nt = omp_get_max_threads();
     // see cli_set_threads: only the pthreads build has a pool that would compete
     if (openblas_get_parallel() == 1 && openblas_get_num_threads() > 1) openblas_set_num_threads(1);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mdgan/conv.h"
 #include "mdgan/error.h"
 
 // softplus(z) = log(1 + e^z) without overflow
@@ -174,9 +175,22 @@ void rank_loss_backward(float *dd2, float *dd1, const float *d2, const float *d1
 static size_t rank_M(const RankShape *s, int l) { return (size_t)s->C[l] * s->T[l]; }
 static size_t rank_S(const RankShape *s, int l) { return (size_t)s->H[l] * s->W[l]; }
 
-size_t rank_loss_workspace_floats(const RankShape *s) {
+// Workspace layout: the Gram of every (sample, layer, input), then one dG per (sample,
+// layer, input), then the three gradient coefficients of every (sample, layer).
+static size_t rank_grams_per_sample(const RankShape *s) {
+    return 3 * (rank_M(s, 0) * rank_M(s, 0) + rank_M(s, 1) * rank_M(s, 1));
+}
+static size_t rank_mx2(const RankShape *s) {
     size_t m0 = rank_M(s, 0), m1 = rank_M(s, 1), mx = m0 > m1 ? m0 : m1;
-    return 3 * (m0 * m0 + m1 * m1) + mx * mx;
+    return mx * mx;
+}
+static float *rank_gram(const RankShape *s, float *ws, int n, int l, int k) {
+    const size_t m0 = rank_M(s, 0) * rank_M(s, 0);
+    return ws + (size_t)n * rank_grams_per_sample(s) + (l ? 3 * m0 : 0) + (size_t)k * rank_M(s, l) * rank_M(s, l);
+}
+
+size_t rank_loss_workspace_floats(const RankShape *s) {
+    return (size_t)s->N * rank_grams_per_sample(s) + (size_t)s->N * 6 * rank_mx2(s) + (size_t)s->N * 6;
 }
 
 int rank_form_parse(const char *name, RankForm *form) {
@@ -193,37 +207,41 @@ const char *rank_form_name(RankForm form) { return form == RANK_BOUNDED ? "bound
 
 float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3],
                          const RankShape *s, RankForm form, float scale, float *ws) {
-    // Workspace: G[l][k] = Gram of sample n of feature k in layer l, then dG.
-    float *G[2][3];
-    float *p = ws;
-    for (int l = 0; l < 2; l++)
-        for (int k = 0; k < 3; k++) {
-            G[l][k] = p;
-            p += rank_M(s, l) * rank_M(s, l);
-        }
-    float *dG = p;
+    // Items (sample n, layer l, input k) are independent: the Gram matrices, then the
+    // gradients, run on every thread, each item with its own buffers and one-threaded
+    // BLAS calls (the same calls as one item at a time, so the same bits); the scalar
+    // part between them runs over the samples in order.
+    const int N = s->N, items = N * 6;
+    float *dG0 = ws + (size_t)N * rank_grams_per_sample(s), *coef = dG0 + (size_t)items * rank_mx2(s);
     int want_grad = 0;
     if (dfeat)
         for (int l = 0; l < 2; l++)
             for (int k = 0; k < 3; k++) want_grad |= dfeat[l][k] != NULL;
 
+#pragma omp parallel for schedule(dynamic) num_threads(conv_threads())
+    for (int i = 0; i < items; i++) {
+        const int n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
+        const size_t S = rank_S(s, l);
+        gram_forward(rank_gram(s, ws, n, l, k), feat[l][k] + (size_t)n * M * S, 1, M, S);
+    }
+
     double loss = 0;
-    for (int n = 0; n < s->N; n++) {
+    for (int n = 0; n < N; n++) {
         // Per layer: a = |g(Y1) - g(Y)|_1, b = |g(Y2) - g(Y)|_1, and the divisor den
         // (1 for the paper form, |g(Y)|_1 + eps for the bounded one);
         // d1 = d(Y1, Y) = sum_l a_l / den_l, d2 = d(Y2, Y) = sum_l b_l / den_l.
         double a[2], b[2], den[2], d1 = 0, d2 = 0;
         for (int l = 0; l < 2; l++) {
-            int M = (int)rank_M(s, l);
-            size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
-            for (int k = 0; k < 3; k++) gram_forward(G[l][k], feat[l][k] + off, 1, M, S);
+            const int M = (int)rank_M(s, l);
+            const size_t MM = (size_t)M * M;
+            const float *gy = rank_gram(s, ws, n, l, 0);
             float fa, fb;
-            gram_l1_distance(&fa, G[l][1], G[l][0], 1, M);
-            gram_l1_distance(&fb, G[l][2], G[l][0], 1, M);
+            gram_l1_distance(&fa, rank_gram(s, ws, n, l, 1), gy, 1, M);
+            gram_l1_distance(&fb, rank_gram(s, ws, n, l, 2), gy, 1, M);
             a[l] = fa, b[l] = fb, den[l] = 1;
             if (form == RANK_BOUNDED) {
                 double norm = 0;
-                for (size_t i = 0; i < MM; i++) norm += fabs((double)G[l][0][i]);
+                for (size_t i = 0; i < MM; i++) norm += fabs((double)gy[i]);
                 den[l] = norm + RANK_BOUNDED_EPS;
             }
             d1 += a[l] / den[l];
@@ -231,37 +249,39 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
         }
         if (dist) {
             dist[n] = (float)d1;
-            dist[s->N + n] = (float)d2;
+            dist[N + n] = (float)d2;
         }
         loss += softplus(d2 - d1);
-        if (!want_grad) continue;
-
-        // dL/dd2 = g2, dL/dd1 = g1 = -g2 (one sample's share of the mean)
-        const double g2 = (double)scale * sigmoid(d2 - d1) / s->N, g1 = -g2;
+        // dL/dd2 = g2, dL/dd1 = g1 = -g2 (one sample's share of the mean);
+        // d_l(A, Y) = |g(A) - g(Y)|_1 / den_l: dd/dg(A) = sign(g(A) - g(Y)) / den_l, and
+        // with the bounded form Y is in the divisor too: d/dg(Y) of (g1 a + g2 b) / den
+        // = -(g1 a + g2 b) / den^2 * sign(g(Y)), sign(0) = 0
+        const double g2 = (double)scale * sigmoid(d2 - d1) / N, g1 = -g2;
         for (int l = 0; l < 2; l++) {
-            int M = (int)rank_M(s, l);
-            size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
-            // d_l(A, Y) = |g(A) - g(Y)|_1 / den_l: dd/dg(A) = sign(g(A) - g(Y)) / den_l
-            const float c1 = (float)(g1 / den[l]), c2 = (float)(g2 / den[l]);
-            for (int k = 0; k < 3; k++) {
-                if (!dfeat[l][k]) continue;
-                memset(dG, 0, MM * sizeof(float));
-                if (k == 0) {  // Y appears in both distances, as the second argument
-                    gram_l1_distance_backward(NULL, dG, &c1, G[l][1], G[l][0], 1, M);
-                    gram_l1_distance_backward(NULL, dG, &c2, G[l][2], G[l][0], 1, M);
-                    if (form == RANK_BOUNDED) {
-                        // and in the divisor: d/dg(Y) of (g1 a + g2 b) / den
-                        //   = -(g1 a + g2 b) / den^2 * sign(g(Y)), sign(0) = 0
-                        const float cy = (float)(-(g1 * a[l] + g2 * b[l]) / (den[l] * den[l]));
-                        const float *gy = G[l][0];
-                        for (size_t i = 0; i < MM; i++) dG[i] += gy[i] > 0 ? cy : gy[i] < 0 ? -cy : 0.0f;
-                    }
-                } else {
-                    gram_l1_distance_backward(dG, NULL, k == 1 ? &c1 : &c2, G[l][k], G[l][0], 1, M);
-                }
-                gram_backward(dfeat[l][k] + off, dG, feat[l][k] + off, 1, M, S);
-            }
+            float *c = coef + ((size_t)n * 2 + l) * 3;
+            c[0] = (float)(g1 / den[l]), c[1] = (float)(g2 / den[l]);
+            c[2] = (float)(-(g1 * a[l] + g2 * b[l]) / (den[l] * den[l]));
         }
     }
-    return (float)(loss / s->N);
+    if (!want_grad) return (float)(loss / N);
+
+#pragma omp parallel for schedule(dynamic) num_threads(conv_threads())
+    for (int i = 0; i < items; i++) {
+        const int n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
+        if (!dfeat[l][k]) continue;
+        const size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
+        const float *c = coef + ((size_t)n * 2 + l) * 3, *gy = rank_gram(s, ws, n, l, 0);
+        float *dG = dG0 + (size_t)i * rank_mx2(s);
+        memset(dG, 0, MM * sizeof(float));
+        if (k == 0) {  // Y appears in both distances, as the second argument
+            gram_l1_distance_backward(NULL, dG, &c[0], rank_gram(s, ws, n, l, 1), gy, 1, M);
+            gram_l1_distance_backward(NULL, dG, &c[1], rank_gram(s, ws, n, l, 2), gy, 1, M);
+            if (form == RANK_BOUNDED)
+                for (size_t e = 0; e < MM; e++) dG[e] += gy[e] > 0 ? c[2] : gy[e] < 0 ? -c[2] : 0.0f;
+        } else {
+            gram_l1_distance_backward(dG, NULL, &c[k - 1], rank_gram(s, ws, n, l, k), gy, 1, M);
+        }
+        gram_backward(dfeat[l][k] + off, dG, feat[l][k] + off, 1, M, S);
+    }
+    return (float)(loss / N);
 }

@@ -39,6 +39,11 @@ size_t conv_weight_numel(const ConvShape *s);   // K*C*kT*kH*kW
 // of the largest size serves every layer of a network. More threads than
 // CONV_MAX_THREADS work, the convolutions just use no more than that.
 enum { CONV_MAX_THREADS = 32 };
+
+// Threads for an OpenMP loop whose items call one-threaded OpenBLAS (the convolutions,
+// the ranking loss): at most CONV_MAX_THREADS, and OpenBLAS's own pthreads pool set to
+// one thread if something raised it. Called by the thread that starts the loop.
+int conv_threads(void);
 size_t conv_workspace_floats(const ConvShape *s);
 
 // out = conv(inp, w)

@@ -75,16 +75,18 @@ typedef enum { RANK_PAPER, RANK_BOUNDED } RankForm;
 int rank_form_parse(const char *name, RankForm *form);
 const char *rank_form_name(RankForm form);
 
-// Floats of workspace rank_loss_features needs: six Gram matrices of one sample plus
-// one gradient Gram, 3*(M0^2 + M1^2) + max(M0, M1)^2 with M_l = C[l]*T[l] (either form).
+// Floats of workspace rank_loss_features needs: the six Gram matrices and six gradient
+// Grams of every sample, N*(3*(M0^2 + M1^2) + 6*max(M0, M1)^2 + 6) with M_l = C[l]*T[l]
+// (either form).
 size_t rank_loss_workspace_floats(const RankShape *s);
 
 // Returns L_rank = mean_n softplus(d(Y2,Y)[n] - d(Y1,Y)[n]) with d of the given form.
 // dist, if not NULL, receives d(Y1,Y) in dist[0..N) and d(Y2,Y) in dist[N..2N).
 // For every non-NULL dfeat[l][k] (dfeat itself may be NULL), accumulates
 //   dfeat[l][k] += scale * dL_rank / dfeat[l][k].
-// Works one sample at a time (the gradient of sample n depends only on sample n), so the
-// workspace does not grow with N. Calls OpenBLAS: not from inside an OpenMP region.
+// The (sample, layer, input) items run on OpenMP threads, each with one-threaded BLAS
+// calls (the result does not depend on the thread count). Not from inside an OpenMP
+// region.
 float rank_loss_features(float *dfeat[2][3],          // [layer][Y, Y1, Y2] each (N, C, T, H, W) +=, nullable
                          float *dist,                  // (2, N) or NULL
                          const float *feat[2][3],      // [layer][Y, Y1, Y2] each (N, C, T, H, W)
