@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "mdgan/conv.h"
@@ -175,8 +176,9 @@ void rank_loss_backward(float *dd2, float *dd1, const float *d2, const float *d1
 static size_t rank_M(const RankShape *s, int l) { return (size_t)s->C[l] * s->T[l]; }
 static size_t rank_S(const RankShape *s, int l) { return (size_t)s->H[l] * s->W[l]; }
 
-// Workspace layout: the Gram of every (sample, layer, input), then one dG per (sample,
-// layer, input), then the three gradient coefficients of every (sample, layer).
+// Workspace layout: the Gram of every (sample, layer, input), then one gradient Gram per
+// thread (CONV_MAX_THREADS; only those of threads in use are touched), then the three
+// gradient coefficients of every (sample, layer).
 static size_t rank_grams_per_sample(const RankShape *s) {
     return 3 * (rank_M(s, 0) * rank_M(s, 0) + rank_M(s, 1) * rank_M(s, 1));
 }
@@ -190,7 +192,7 @@ static float *rank_gram(const RankShape *s, float *ws, int n, int l, int k) {
 }
 
 size_t rank_loss_workspace_floats(const RankShape *s) {
-    return (size_t)s->N * rank_grams_per_sample(s) + (size_t)s->N * 6 * rank_mx2(s) + (size_t)s->N * 6;
+    return (size_t)s->N * rank_grams_per_sample(s) + (size_t)CONV_MAX_THREADS * rank_mx2(s) + (size_t)s->N * 6;
 }
 
 int rank_form_parse(const char *name, RankForm *form) {
@@ -212,7 +214,7 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
     // BLAS calls (the same calls as one item at a time, so the same bits); the scalar
     // part between them runs over the samples in order.
     const int N = s->N, items = N * 6;
-    float *dG0 = ws + (size_t)N * rank_grams_per_sample(s), *coef = dG0 + (size_t)items * rank_mx2(s);
+    float *dG0 = ws + (size_t)N * rank_grams_per_sample(s), *coef = dG0 + (size_t)CONV_MAX_THREADS * rank_mx2(s);
     int want_grad = 0;
     if (dfeat)
         for (int l = 0; l < 2; l++)
@@ -271,7 +273,7 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
         if (!dfeat[l][k]) continue;
         const size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
         const float *c = coef + ((size_t)n * 2 + l) * 3, *gy = rank_gram(s, ws, n, l, 0);
-        float *dG = dG0 + (size_t)i * rank_mx2(s);
+        float *dG = dG0 + (size_t)omp_get_thread_num() * rank_mx2(s);
         memset(dG, 0, MM * sizeof(float));
         if (k == 0) {  // Y appears in both distances, as the second argument
             gram_l1_distance_backward(NULL, dG, &c[0], rank_gram(s, ws, n, l, 1), gy, 1, M);

@@ -15,6 +15,7 @@
 
 #include "mdgan/adam.h"
 #include "mdgan/loss.h"
+#include "mdgan/conv.h"
 #include "mdgan/ops.h"
 
 static const BnAct NO_ACT = {BN_ACT_NONE, 0.0f};
@@ -672,8 +673,8 @@ static void rank_features_gradcheck(RankForm form) {
             memcpy(before[l][k], dfeat[l][k], numel[l] * sizeof(float));
         }
     float *ws = alloc_f32(rank_loss_workspace_floats(&s));
-    // every sample's six Grams (M = 6 and 4) and six gradient Grams, and 6 coefficients
-    assert_int_equal(rank_loss_workspace_floats(&s), (size_t)s.N * (3 * (36 + 16) + 6 * 36 + 6));
+    // every sample's six Grams (M = 6 and 4) and 6 coefficients, a gradient Gram per thread
+    assert_int_equal(rank_loss_workspace_floats(&s), (size_t)s.N * (3 * (36 + 16) + 6) + CONV_MAX_THREADS * 36);
     float dist[4];
     const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
     float *grads[2][3] = {{dfeat[0][0], dfeat[0][1], dfeat[0][2]}, {dfeat[1][0], NULL, dfeat[1][2]}};

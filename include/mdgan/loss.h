@@ -75,9 +75,10 @@ typedef enum { RANK_PAPER, RANK_BOUNDED } RankForm;
 int rank_form_parse(const char *name, RankForm *form);
 const char *rank_form_name(RankForm form);
 
-// Floats of workspace rank_loss_features needs: the six Gram matrices and six gradient
-// Grams of every sample, N*(3*(M0^2 + M1^2) + 6*max(M0, M1)^2 + 6) with M_l = C[l]*T[l]
-// (either form).
+// Floats of workspace rank_loss_features needs: the six Gram matrices of every sample,
+// a gradient Gram per thread and six coefficients per sample:
+// N*(3*(M0^2 + M1^2) + 6) + CONV_MAX_THREADS*max(M0, M1)^2 with M_l = C[l]*T[l] (either
+// form; the gradient Grams of threads not in use are never touched).
 size_t rank_loss_workspace_floats(const RankShape *s);
 
 // Returns L_rank = mean_n softplus(d(Y2,Y)[n] - d(Y1,Y)[n]) with d of the given form.
