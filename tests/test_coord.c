@@ -319,7 +319,9 @@ static int kill_during_checkpoint_write(const char *run, double seconds) {
 // A run killed again and again: SIGKILL to the coordinator (then `mdgan resume`), to
 // mdgan-base (train or serve) and to mdgan-refine (the coordinator restarts them), at
 // moments drawn from the seed, one of them inside a checkpoint write.
-static int killed_run(const char *name, unsigned seed, int nkills) {
+// killed[0..2] += the kills of the coordinator, of mdgan-base (train or serve) and of
+// mdgan-refine (the kill inside a checkpoint write is not counted there).
+static int killed_run(const char *name, unsigned seed, int nkills, int killed[3]) {
     char logpath[1300], cmd[8192];
     snprintf(logpath, sizeof logpath, "%s/%s.out", root, name);
     snprintf(cmd, sizeof cmd, "%s run --name %s --config %s >>%s 2>&1", mdgan_bin, name, conf, logpath);
@@ -340,11 +342,26 @@ static int killed_run(const char *name, unsigned seed, int nkills) {
             if (kill_during_checkpoint_write(name, 20)) write_kills++, kills++;
             continue;
         }
-        const char *victims[] = {"coordinator", "base", "serve", "refine"};
-        const char *v = victims[rand() % 4];
+        // the victims take turns (starting where the seed says): the one whose turn it is
+        // if it runs, else the next one in the turn that does (the coordinator always
+        // does), so that stages are killed too when the run is quick
+        const char *victims[] = {"refine", "base", "serve", "coordinator"};
+        const char *v = "coordinator";
         StageRow row;
-        if (strcmp(v, "coordinator") != 0 && !(stage_row(name, v, &row) && row.pid > 0 && !strcmp(row.status, "running")))
-            v = "coordinator";
+        // the last kill of a run is mdgan-refine's, the stage that runs last: wait for it
+        if (kills == nkills - 1)
+            for (int i = 0; i < 2400 && wait_child(coord, 0) == -1; i++) {
+                if (stage_row(name, "refine", &row) && row.pid > 0 && !strcmp(row.status, "running")) break;
+                usleep(50000);
+            }
+        for (int j = 0; j < 4; j++) {
+            const char *c = kills == nkills - 1 ? victims[j] : victims[(seed + (unsigned)kills + (unsigned)j) % 4];
+            if (!strcmp(c, "coordinator") || (stage_row(name, c, &row) && row.pid > 0 && !strcmp(row.status, "running"))) {
+                v = c;
+                break;
+            }
+        }
+        killed[!strcmp(v, "coordinator") ? 0 : !strcmp(v, "refine") ? 2 : 1]++;
         if (!strcmp(v, "coordinator")) {
             kill(coord, SIGKILL);
             waitpid(coord, NULL, 0);
@@ -379,11 +396,11 @@ static int killed_run(const char *name, unsigned seed, int nkills) {
 static void test_kills_then_resume_identical(void **state) {
     (void)state;
     reference_run();
-    int total = 0;
+    int total = 0, killed[3] = {0, 0, 0};
     for (unsigned seed = 1; seed <= 3; seed++) {
         char name[32], b[4096], r[4096];
         snprintf(name, sizeof name, "kill%u", seed);
-        int k = killed_run(name, seed, 4);
+        int k = killed_run(name, seed, 4, killed);
         total += k;
         newest_ckpt(name, "base", b, sizeof b);
         newest_ckpt(name, "refine", r, sizeof r);
@@ -392,8 +409,10 @@ static void test_kills_then_resume_identical(void **state) {
         expect_same_checkpoint(r, ref_refine);
         assert_int_equal(processes_of(name), 0);
     }
-    printf("    %d kills in all\n", total);
+    printf("    %d kills in all: the coordinator %d, mdgan-base %d, mdgan-refine %d, and 3 inside a checkpoint "
+           "write\n", total, killed[0], killed[1], killed[2]);
     assert_true(total >= 10);
+    for (int k = 0; k < 3; k++) assert_true(killed[k] >= 1);
     Db *db = open_ro();
     assert_int_equal(db_integrity_check(db), 0);
     db_close(db);
