@@ -180,9 +180,17 @@ static size_t line_pad(const ConvShape *s) { return (size_t)s->kW; }
 static size_t phase_len(const ConvShape *s) { return (size_t)(s->W + s->sW - 1) / s->sW + 2 * line_pad(s); }
 static size_t line_floats(const ConvShape *s) { return (size_t)s->sW * phase_len(s); }
 
+// Tap kw's offset d = kw - pW as sh*sW + m with 0 <= m < sW: its phase m and shift sh.
+static int tap_phase(const ConvShape *s, int kw, int *sh) {
+    const int d = kw - s->pW, m = ((d % s->sW) + s->sW) % s->sW;
+    *sh = (d - m) / s->sW;
+    return m;
+}
+
 // Where tap kw starts in the split line.
 static size_t tap_start(const ConvShape *s, int kw) {
-    const int d = kw - s->pW, m = ((d % s->sW) + s->sW) % s->sW, sh = (d - m) / s->sW;
+    int sh;
+    const int m = tap_phase(s, kw, &sh);
     return (size_t)m * phase_len(s) + line_pad(s) + (size_t)(ptrdiff_t)sh;
 }
 
@@ -272,11 +280,12 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
     // column m_k (slot k's phase) reads in slot k; first[kW + k] = m_k.
     ptrdiff_t first[2 * CONV_MAX_KERNEL];
     int order[CONV_MAX_KERNEL], n = 0;
+    int sh;
     for (int m = 0; m < s->sW; m++)
         for (int kw = 0; kw < kW; kw++)
-            if ((((kw - s->pW) % s->sW) + s->sW) % s->sW == m) order[n++] = kw;
+            if (tap_phase(s, kw, &sh) == m) order[n++] = kw;
     for (int k = 0; k < kW; k++) {
-        const int d = order[k] - s->pW, m = ((d % s->sW) + s->sW) % s->sW, sh = (d - m) / s->sW;
+        const int m = tap_phase(s, order[k], &sh);
         first[k] = (ptrdiff_t)pad - sh, first[kW + k] = m;
     }
     memset(slots, 0, sizeof(float) * slots_floats(s));
