@@ -318,7 +318,7 @@ static int kill_during_checkpoint_write(const char *run, double seconds) {
 
 // A run killed again and again: SIGKILL to the coordinator (then `mdgan resume`), to
 // mdgan-base (train or serve) and to mdgan-refine (the coordinator restarts them), at
-// moments drawn from the seed, one of them inside a checkpoint write.
+// moments drawn from the seed, the first of them inside a checkpoint write.
 // killed[0..2] += the kills of the coordinator, of mdgan-base (train or serve) and of
 // mdgan-refine (the kill inside a checkpoint write is not counted there).
 static int killed_run(const char *name, unsigned seed, int nkills, int killed[3]) {
@@ -330,7 +330,7 @@ static int killed_run(const char *name, unsigned seed, int nkills, int killed[3]
     int kills = 0, write_kills = 0;
     char status[32] = "";
     for (int round = 0; kills < nkills && round < 200; round++) {
-        usleep(200000 + (useconds_t)(rand() % 1200) * 1000);
+        usleep(100000 + (useconds_t)(rand() % 600) * 1000);
         if (wait_child(coord, 0) != -1) {   // the coordinator ended: done, or resume it
             run_status(name, status, sizeof status);
             if (!strcmp(status, "done")) break;
@@ -338,7 +338,7 @@ static int killed_run(const char *name, unsigned seed, int nkills, int killed[3]
             coord = spawn(cmd);
             continue;
         }
-        if (kills == 1 && !write_kills) {   // the second kill: inside a checkpoint write
+        if (!write_kills) {   // the first kill: inside a checkpoint write (Stage I writes from the start)
             if (kill_during_checkpoint_write(name, 20)) write_kills++, kills++;
             continue;
         }

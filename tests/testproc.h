@@ -40,16 +40,16 @@ static inline int wait_for_file(const char *path, double seconds) {
     return exists("%s", path);
 }
 
-// Waits up to seconds for a child to exit; its wait status, or -1 (still running).
+// Waits up to seconds for a child to exit (0: looks once); its wait status, or -1 (still
+// running).
 static inline int wait_child(pid_t pid, double seconds) {
     int status;
-    for (int i = 0; i < (int)(seconds * 100); i++) {
+    for (int i = 0;; i++) {
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) return status;
-        if (r < 0) return -1;
+        if (r < 0 || i >= (int)(seconds * 100)) return -1;
         usleep(10000);
     }
-    return -1;
 }
 
 // Sends sig and reaps the child (SIGKILL after 10 s if it is still there); its status.
