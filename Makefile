@@ -38,6 +38,9 @@ LIB      := $(BUILD)/libmdgan.a
 BINS     := $(BINDIR)/mdgan $(BINDIR)/mdgan-base $(BINDIR)/mdgan-refine
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# the fault matrix (issue 9): real processes, files and sockets, one program per fault
+FAULT_SRC := $(wildcard tests/faults/test_*.c)
+TESTS    += $(FAULT_SRC:tests/faults/%.c=$(BUILD)/tests/faults/%)
 BENCH    := $(BUILD)/bench/bench_step
 
 .PHONY: all test install-deps demo bench clean fixtures
@@ -68,6 +71,9 @@ $(BINDIR)/mdgan-refine: stages/refine.c $(LIB) | $(BINDIR)
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB) | $(BUILD)/tests
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs $(TESTPKGS))
+$(BUILD)/tests/faults/%: tests/faults/%.c $(wildcard tests/*.h tests/faults/*.h) $(LIB) | $(BUILD)/tests/faults
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Itests $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs $(TESTPKGS))
 
 # test_alloc counts the library's allocations through the linker's --wrap
 $(BUILD)/tests/test_alloc: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
@@ -76,7 +82,7 @@ $(BENCH): bench/bench_step.c $(LIB) | $(BUILD)/bench
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/common $(BUILD)/tests $(BUILD)/bench $(BINDIR):
+$(BUILD)/common $(BUILD)/tests $(BUILD)/tests/faults $(BUILD)/bench $(BINDIR):
 	mkdir -p $@
 
 # Every test program gets the binaries' folder and the fixtures' folder; the runner
