@@ -306,6 +306,47 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
     }
 }
 
+// ---- whole-volume convolutions ----
+// When the kernel covers the whole (unpadded) input, the output is one point and the
+// column of sample n is its volume as it lies in memory (row (c, kt, kh, kw) is
+// x[c, kt, kh, kw]): the batch is a plain product of (N, Ck) by (Ck, K), with no
+// column matrix. (MD-GAN's last encoder layer, the first decoder layer and D's output.)
+// Each of the three products is cut into WHOLE_PARTS fixed column ranges of its result,
+// one sgemm each, so every element has the same sum on any thread count.
+enum { WHOLE_PARTS = 8 };
+
+static int whole_volume(const ConvShape *s) {
+    return s->kT == s->T && s->kH == s->H && s->kW == s->W && s->pT == 0 && s->pH == 0 && s->pW == 0;
+}
+
+// out (N, K) = vol (N, Ck) W^T + beta out
+static void whole_forward(float *out, float beta, const float *vol, const float *w, const ConvShape *s) {
+    const int Ck = s->C * (int)kvol(s), parts = s->K < WHOLE_PARTS ? s->K : WHOLE_PARTS;
+#pragma omp parallel for schedule(static) num_threads(conv_threads())
+    for (int i = 0; i < parts; i++) {
+        const int k0 = s->K * i / parts, k1 = s->K * (i + 1) / parts;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->N, k1 - k0, Ck, 1.0f, vol, Ck, w + (size_t)k0 * Ck,
+                    Ck, beta, out + k0, s->K);
+    }
+}
+
+// dW (K, Ck) += colside^T (K, N) vol (N, Ck), or vol (N, Ck) += colside (N, K) W (K, Ck)
+// when dw is NULL.
+static void whole_backward(float *dw, float *vol_out, const float *colside, const float *vol, const float *w,
+                           const ConvShape *s) {
+    const int Ck = s->C * (int)kvol(s), parts = Ck < WHOLE_PARTS ? Ck : WHOLE_PARTS;
+#pragma omp parallel for schedule(static) num_threads(conv_threads())
+    for (int i = 0; i < parts; i++) {
+        const int r0 = Ck * i / parts, r1 = Ck * (i + 1) / parts;
+        if (dw)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->K, r1 - r0, s->N, 1.0f, colside, s->K, vol + r0,
+                        Ck, 1.0f, dw + r0, Ck);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->N, r1 - r0, s->K, 1.0f, colside, s->K, w + r0,
+                        Ck, 1.0f, vol_out + r0, Ck);
+    }
+}
+
 // ---- the three kinds of work ----
 
 // Column gather: out_n[k-block, tile] = W[k-block, :] vol2col(vol_n)[:, tile], + beta * out.
@@ -313,6 +354,10 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
 // builds its own tile (for deep layers, where blocks exist, vol2col costs 1/K_BLOCK of
 // the sgemm).
 static void gather_columns(float *out, float beta, const float *vol, const float *w, const ConvShape *s, float *ws) {
+    if (whole_volume(s)) {
+        whole_forward(out, beta, vol, w, s);
+        return;
+    }
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
     const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
     const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
@@ -370,6 +415,10 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
 // fixed groups of rows of vol2col (columns of dW); each sums over samples and tiles
 // in order.
 static void gather_weight_grad(float *dw, const float *colside, const float *vol, const ConvShape *s, float *ws) {
+    if (whole_volume(s)) {
+        whole_backward(dw, NULL, colside, vol, NULL, s);
+        return;
+    }
     if (dw_by_columns(s)) {
         gather_weight_grad_by_columns(dw, colside, vol, s, ws);
         return;
@@ -395,6 +444,10 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
 // Scatter: vol_n += col2vol(W^T colside_n). Items (sample, channel group) write
 // disjoint channels; within one, tiles and taps come in a fixed order.
 static void scatter(float *vol, const float *colside, const float *w, const ConvShape *s, float *ws) {
+    if (whole_volume(s)) {
+        whole_backward(NULL, vol, colside, NULL, w, s);
+        return;
+    }
     const int kv = (int)kvol(s), Ck = s->C * kv, L = (int)col_plane(s);
     // Channels per group: about 256 rows of vol2col, but 8 groups or more (one per
     // channel when C < 8) so that even one sample keeps several threads busy.

@@ -41,6 +41,9 @@ static const Case tiled_cases[] = {
     {1, 128, 2, 2, 4, 34, {2, 4, 4}, {1, 2, 2}, {0, 1, 1}}, // one line is larger than a tile
     {3, 7, 5, 6, 9, 70, {3, 3, 5}, {2, 1, 3}, {1, 0, 2}},   // uneven groups and tiles, odd strides
     {2, 24, 160, 4, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}}, // blocks of 64, 64, 32 output channels
+    {4, 128, 128, 4, 4, 4, {4, 4, 4}, {1, 1, 1}, {0, 0, 0}}, // whole volume (G's last encoder layer)
+    {3, 128, 1, 4, 4, 4, {4, 4, 4}, {1, 1, 1}, {0, 0, 0}},   // whole volume, one output channel (D's last)
+    {2, 9, 11, 2, 3, 5, {2, 3, 5}, {2, 1, 3}, {0, 0, 0}},    // whole volume, odd sizes and strides
 };
 #define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
