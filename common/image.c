@@ -820,14 +820,18 @@ done:
     return rc;
 }
 
-int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
-                      int W) {
-    return image_save_frames_and_sheet(dir, prefix, digits, first, video, T, H, W, NULL);
-}
+// How frame t is named: names[t] when names is set, else <prefix><first + t> with the
+// number zero-padded to digits; ".png" is part of names[t] but added to the numbered.
+typedef struct {
+    const char *prefix;
+    int digits;
+    long first;
+    char *const *names;
+} FrameNames;
 
 // Frame t of the clip, or (job -1) the whole contact sheet.
-static int save_frame_job(int job, const char *dir, const char *prefix, int digits, long first, const float *video,
-                          int T, int H, int W, const ImageSheet *sheet) {
+static int save_frame_job(int job, const char *dir, const FrameNames *nm, const float *video, int T, int H, int W,
+                          const ImageSheet *sheet) {
     if (job < 0) return image_save_contact_sheet(sheet->path, sheet->videos, sheet->nvideos, T, H, W, sheet->gap);
     const size_t plane = (size_t)H * W;
     float *frame = malloc(3 * plane * sizeof(float));
@@ -836,8 +840,9 @@ static int save_frame_job(int job, const char *dir, const char *prefix, int digi
         return -1;
     }
     for (int c = 0; c < 3; c++) memcpy(frame + c * plane, video + ((size_t)c * T + job) * plane, plane * sizeof(float));
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, prefix, digits, first + job);
+    char path[8192];
+    if (nm->names) snprintf(path, sizeof path, "%s/%s", dir, nm->names[job]);
+    else snprintf(path, sizeof path, "%s/%s%0*ld.png", dir, nm->prefix, nm->digits, nm->first + job);
     Image img = {0};
     int rc = image_from_chw(&img, frame, H, W) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
     image_free(&img);
@@ -845,8 +850,8 @@ static int save_frame_job(int job, const char *dir, const char *prefix, int digi
     return rc;
 }
 
-int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits, long first, const float *video, int T,
-                                int H, int W, const ImageSheet *sheet) {
+static int save_frames(const char *dir, const FrameNames *nm, const float *video, int T, int H, int W,
+                       const ImageSheet *sheet) {
     // frames are independent: encoded on every thread (PNG compression was most of a
     // predict's writing); the sheet, the largest image, is the first job, so that it is
     // encoded beside the frames rather than after them.
@@ -855,9 +860,25 @@ int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits,
 #pragma omp parallel for schedule(dynamic)
     for (int job = first_job; job < T; job++) {
         if (mdgan_loop_skip(&err, job)) continue;
-        if (save_frame_job(job, dir, prefix, digits, first, video, T, H, W, sheet) != 0) mdgan_loop_fail(&err, job);
+        if (save_frame_job(job, dir, nm, video, T, H, W, sheet) != 0) mdgan_loop_fail(&err, job);
     }
     return mdgan_loop_error(&err);
+}
+
+int image_save_frames(const char *dir, const char *prefix, int digits, long first, const float *video, int T, int H,
+                      int W) {
+    return image_save_frames_and_sheet(dir, prefix, digits, first, video, T, H, W, NULL);
+}
+
+int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits, long first, const float *video, int T,
+                                int H, int W, const ImageSheet *sheet) {
+    const FrameNames nm = {prefix, digits, first, NULL};
+    return save_frames(dir, &nm, video, T, H, W, sheet);
+}
+
+int image_save_frames_named(const char *dir, char *const *names, const float *video, int T, int H, int W) {
+    const FrameNames nm = {NULL, 0, 0, names};
+    return save_frames(dir, &nm, video, T, H, W, NULL);
 }
 
 void image_upscale_nearest(float *out, const float *in, int C, int T, int H, int W, int k) {

@@ -188,22 +188,6 @@ static int output_names(char **paths, int n, char ***out, int *clash_a, int *cla
     return 0;
 }
 
-// The T frames of a refined clip (3, T, S, S) -> DIR/names[t], PNG (each written
-// atomically). chw: (3, S, S) scratch.
-static int save_window(const char *dir, char *const *names, const float *clip, int T, int S, float *chw) {
-    const size_t hw = (size_t)S * S;
-    for (int t = 0; t < T; t++) {
-        char path[8192];
-        snprintf(path, sizeof path, "%s/%s", dir, names[t]);
-        for (int c = 0; c < 3; c++) memcpy(chw + c * hw, clip + ((size_t)c * T + t) * hw, hw * sizeof(float));
-        Image img = {0};
-        int rc = image_from_chw(&img, chw, S, S) != 0 || image_save_png(&img, path) != 0 ? -1 : 0;
-        image_free(&img);
-        if (rc != 0) return -1;
-    }
-    return 0;
-}
-
 // A malloc'd copy of the first Ts frames of a clip (3, T, S, S), for the contact sheet.
 static float *clip_head(const float *clip, int T, int Ts, int S) {
     const size_t head = (size_t)Ts * S * S;
@@ -238,9 +222,10 @@ static int cmd_infer(int argc, char **argv) {
     Net g = {0};
     Acts acts = {0};
     Dataset ds = {0};
-    float *x = NULL, *ws = NULL, *chw = NULL, *sheet[2 * SHEET_CLIPS] = {0};
+    float *x = NULL, *ws = NULL, *sheet[2 * SHEET_CLIPS] = {0};
     char **frames = NULL, **names = NULL;
     int nframes = 0, nnames = 0, folder_ok = 0, nsheet = 0, refined = 0, skipped = 0;
+    double forward_s = 0;
     const char *cur_video = NULL, *cur_clip = NULL;
 
     // -- the shape: G2's weights fix it; the input's frames must have it, or --size says
@@ -277,9 +262,9 @@ static int cmd_infer(int argc, char **argv) {
     // the sheet shows as many frames as a PNG row can hold
     const int fit = (IMAGE_MAX_OUT_SIDE + SHEET_GAP) / (S * zoom + SHEET_GAP), Ts = T < fit ? T : fit;
     if (acts_init_inference(&acts, &g, 1) != 0) goto done;
-    x = malloc(clip * sizeof(float)), chw = malloc((size_t)3 * S * S * sizeof(float));
+    x = malloc(clip * sizeof(float));
     ws = malloc(acts.ws_floats * sizeof(float));
-    if (!x || !chw || !ws) {
+    if (!x || !ws) {
         MDGAN_ERR("out of memory for a %d-frame %dx%d clip", T, S, S);
         goto done;
     }
@@ -320,9 +305,11 @@ static int cmd_infer(int argc, char **argv) {
         }
         if (folder_ok) {
             dataset_clip(&ds, i, x);
+            const double t0 = train_now();
             net_forward(&g, &acts, x, a.bn, ws);
+            forward_s += train_now() - t0;
             const float *y2 = acts_output(&acts);
-            if (save_window(out_dir, names + f0, y2, T, S, chw) != 0) goto done;
+            if (image_save_frames_named(out_dir, names + f0, y2, T, S, S) != 0) goto done;
             for (int r = 0; r < 2 && nsheet < 2 * SHEET_CLIPS; r++)
                 if (!(sheet[nsheet++] = clip_head(r ? y2 : x, T, Ts, S))) goto done;
             refined++;
@@ -337,7 +324,8 @@ static int cmd_infer(int argc, char **argv) {
     char sheet_path[4200];
     snprintf(sheet_path, sizeof sheet_path, "%s/contact_sheet.png", a.out);
     if (save_sheet(sheet_path, sheet, nsheet, Ts, S, zoom) != 0) goto done;
-    progress_note(&p, "refine: %d of %d windows in %.1f s", refined, ds.nclips, train_now() - p.t_start);
+    progress_note(&p, "refine: %d of %d windows in %.1f s (G2's forwards %.2f s)", refined, ds.nclips,
+                  train_now() - p.t_start, forward_s);
     printf("wrote %d refined clip%s of %d frames (%dx%d) to %s/<video>/<clip>/ (the input's frame names, as .png)\n",
            refined, refined == 1 ? "" : "s", T, S, S, a.out);
     if (ds.skipped_clips + skipped)
@@ -348,7 +336,7 @@ static int cmd_infer(int argc, char **argv) {
 done:
     free_names(frames, nframes), free_names(names, nnames);
     for (int i = 0; i < 2 * SHEET_CLIPS; i++) free(sheet[i]);
-    free(x), free(ws), free(chw);
+    free(x), free(ws);
     acts_free(&acts);
     net_free(&g);
     dataset_close(&ds);

@@ -115,5 +115,7 @@ typedef struct {
 } ImageSheet;
 int image_save_frames_and_sheet(const char *dir, const char *prefix, int digits, long first, const float *video, int T,
                                 int H, int W, const ImageSheet *sheet);
+// Frame t -> DIR/names[t] (each a file name with its extension, written as PNG).
+int image_save_frames_named(const char *dir, char *const *names, const float *video, int T, int H, int W);
 
 #endif
