@@ -1,0 +1,255 @@
+// Our AVX-512 sgemm kernels (see include/mdgan/gemm.h for why) and the OpenBLAS
+// fallback. The file is built for the baseline x86-64 like the rest; only the kernels
+// carry target("avx512f"), and they run only after the CPU (and its OS) said it has it.
+//
+// gemm_nn: the classic register tile. A is packed, per block of KC values of k, into
+// panels of MR rows laid out k-major (ap[k*MR + m]), so that one broadcast per row and
+// two loads of B's row k feed MR x NR = 8 x 32 accumulators (16 zmm registers). B is
+// read in place: a strip of NR columns and KC rows (32 KiB) stays in L1 while every
+// panel of A's chunk passes over it. C is written once per k-block, plain when it is
+// the first block and beta is 0, added otherwise.
+//
+// gemm_nt (B given as (N, K): the weight gradients, sums along the columns): both
+// operands run along k in memory, so each element of C is a dot product: a 4 x 4 block
+// of C keeps 16 vector sums of 16 lanes fed by 4 rows of A and 4 of B, reduced across
+// lanes at the end. (Transposing one operand into panels for the tile above cost more
+// than it saved: a pass over the column tile per call.)
+#include "mdgan/gemm.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+// MIN_K: below a few dozen k per element, C's traffic (read and written per block)
+// outweighs the products and OpenBLAS's beta-scaled kernels do better (the whole-volume
+// weight gradients, k = the batch).
+enum { MR = 8, NR = 32, KC = 256, MCHUNK = 64, MIN_K = 16 };
+
+static int use_own = -1; // -1: not decided yet
+
+static int cpu_has_avx512(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f"); // libgcc also checks that the OS saves zmm state
+#else
+    return 0;
+#endif
+}
+
+int gemm_own(void) {
+    int on = __atomic_load_n(&use_own, __ATOMIC_RELAXED);
+    if (on < 0) {
+        const char *env = getenv("MDGAN_GEMM");
+        on = cpu_has_avx512() && !(env && strcmp(env, "openblas") == 0);
+        __atomic_store_n(&use_own, on, __ATOMIC_RELAXED);
+    }
+    return on;
+}
+
+void gemm_use_own(int on) { __atomic_store_n(&use_own, on && cpu_has_avx512(), __ATOMIC_RELAXED); }
+
+// C (M, N) *= beta, for the betas other than 0 and 1.
+static void scale_c(int M, int N, float beta, float *C, int ldc) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] *= beta;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define AVX512 __attribute__((target("avx512f")))
+
+// A's rows m0 .. m0+rows-1, k0 .. k0+kc-1, as panels of MR rows (zeros past rows).
+static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int m0, int rows, int k0, int kc) {
+    const int panels = (rows + MR - 1) / MR;
+    for (int p = 0; p < panels; p++) {
+        float *dst = ap + (size_t)p * kc * MR;
+        const int r0 = m0 + p * MR, nr = rows - p * MR < MR ? rows - p * MR : MR;
+        if (a_trans) { // A(r, k) = A[k*lda + r]: each k is a contiguous run of rows
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (size_t)(k0 + k) * lda + r0;
+                int m = 0;
+                for (; m < nr; m++) dst[(size_t)k * MR + m] = src[m];
+                for (; m < MR; m++) dst[(size_t)k * MR + m] = 0.0f;
+            }
+        } else {
+            for (int m = 0; m < MR; m++) {
+                if (m < nr) {
+                    const float *src = A + (size_t)(r0 + m) * lda + k0;
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * MR + m] = src[k];
+                } else {
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * MR + m] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+// C[0..rows) x [0..ncols) (ncols <= NR) = or += the panel ap (kc x MR) times B's strip.
+AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
+                            int ldc, int rows, int ncols, int add) {
+    const __mmask16 k0 = lanes(ncols), k1 = lanes(ncols - 16);
+    __m512 c[MR][2];
+    for (int m = 0; m < MR; m++) c[m][0] = c[m][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float *b = B + (size_t)k * ldb;
+        const __m512 b0 = _mm512_maskz_loadu_ps(k0, b), b1 = _mm512_maskz_loadu_ps(k1, b + 16);
+        const float *a = ap + (size_t)k * MR;
+#pragma GCC unroll 8
+        for (int m = 0; m < MR; m++) {
+            const __m512 am = _mm512_set1_ps(a[m]);
+            c[m][0] = _mm512_fmadd_ps(am, b0, c[m][0]);
+            c[m][1] = _mm512_fmadd_ps(am, b1, c[m][1]);
+        }
+    }
+    for (int m = 0; m < rows; m++) {
+        float *cm = C + (size_t)m * ldc;
+        __m512 v0 = c[m][0], v1 = c[m][1];
+        if (add) {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cm), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cm + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cm, k0, v0);
+        _mm512_mask_storeu_ps(cm + 16, k1, v1);
+    }
+}
+
+// C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
+// columns, panels of MR rows, in that order: every element's sum runs over k in order,
+// block after block.
+AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                            int first_add, float *C, int ldc) {
+    _Alignas(64) float ap[MCHUNK * KC];
+    for (int m0 = 0; m0 < M; m0 += MCHUNK) {
+        const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK, panels = (rows + MR - 1) / MR;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = K - k0 < KC ? K - k0 : KC;
+            pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
+            for (int j0 = 0; j0 < N; j0 += NR) {
+                const int ncols = N - j0 < NR ? N - j0 : NR;
+                const float *strip = B + (size_t)k0 * ldb + j0;
+                for (int p = 0; p < panels; p++) {
+                    const int r0 = m0 + p * MR, nr = M - r0 < MR ? M - r0 : MR;
+                    micro_nn(kc, ap + (size_t)p * kc * MR, strip, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols,
+                             first_add || k0 > 0);
+                }
+            }
+        }
+    }
+}
+
+// gemm_nt's tile: C[i][j] (i < mr, j < nr, both <= 4) = or += sum_k A[i][k] B[j][k], as 16
+// vector sums of 16 lanes each, reduced across lanes together at the end. Rows past mr or nr
+// read row 0 again and are not stored. (Written out by hand: with arrays of vectors
+// the compiler kept the sums in memory, at half this rate.)
+AVX512 static void micro_nt(int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc, int mr, int nr,
+                            int add) {
+    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * (size_t)lda : 0),
+                *a3 = A + (mr > 3 ? 3 * (size_t)lda : 0);
+    const float *b0 = B, *b1 = B + (nr > 1 ? ldb : 0), *b2 = B + (nr > 2 ? 2 * (size_t)ldb : 0),
+                *b3 = B + (nr > 3 ? 3 * (size_t)ldb : 0);
+    __m512 s[4][4];
+    for (int i = 0; i < 4; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm512_setzero_ps();
+    __m512 x0, x1, x2, x3, y;
+#define NT_ROW(j, bj, LOAD)                                                                                            \
+    y = LOAD(bj + k);                                                                                                  \
+    s[0][j] = _mm512_fmadd_ps(x0, y, s[0][j]), s[1][j] = _mm512_fmadd_ps(x1, y, s[1][j]);                              \
+    s[2][j] = _mm512_fmadd_ps(x2, y, s[2][j]), s[3][j] = _mm512_fmadd_ps(x3, y, s[3][j]);
+#define NT_STEP(LOAD)                                                                                                  \
+    x0 = LOAD(a0 + k), x1 = LOAD(a1 + k), x2 = LOAD(a2 + k), x3 = LOAD(a3 + k);                                        \
+    NT_ROW(0, b0, LOAD) NT_ROW(1, b1, LOAD) NT_ROW(2, b2, LOAD) NT_ROW(3, b3, LOAD)
+    int k = 0;
+    for (; k + 16 <= K; k += 16) { NT_STEP(_mm512_loadu_ps) }
+    if (k < K) {
+        const __mmask16 mk = lanes(K - k);
+#define NT_TAIL(p) _mm512_maskz_loadu_ps(mk, p)
+        NT_STEP(NT_TAIL)
+#undef NT_TAIL
+    }
+#undef NT_STEP
+#undef NT_ROW
+    // the 16 sums at once: out[4i + j] = the sum of the lanes of s[i][j], by a tree of
+    // shuffles and adds (16 separate lane reductions cost more than the products when
+    // k is short)
+    __m512 q[4];
+    for (int i = 0; i < 4; i++) {
+        // per 128-bit lane: pairs, then the lane's four partial sums of s[i][0..3]
+        __m512 p01 = _mm512_add_ps(_mm512_unpacklo_ps(s[i][0], s[i][1]), _mm512_unpackhi_ps(s[i][0], s[i][1]));
+        __m512 p23 = _mm512_add_ps(_mm512_unpacklo_ps(s[i][2], s[i][3]), _mm512_unpackhi_ps(s[i][2], s[i][3]));
+        q[i] = _mm512_add_ps(_mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    // across the four 128-bit lanes: lanes (0+1, 2+3) of q0 and q1, then of q2 and q3
+    const int even = _MM_SHUFFLE(2, 0, 2, 0), odd = _MM_SHUFFLE(3, 1, 3, 1);
+    __m512 t01 = _mm512_add_ps(_mm512_shuffle_f32x4(q[0], q[1], even), _mm512_shuffle_f32x4(q[0], q[1], odd));
+    __m512 t23 = _mm512_add_ps(_mm512_shuffle_f32x4(q[2], q[3], even), _mm512_shuffle_f32x4(q[2], q[3], odd));
+    __m512 out = _mm512_add_ps(_mm512_shuffle_f32x4(t01, t23, even), _mm512_shuffle_f32x4(t01, t23, odd));
+    _Alignas(64) float v[16];
+    _mm512_store_ps(v, out);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float *c = C + (size_t)i * ldc + j;
+            *c = add ? *c + v[4 * i + j] : v[4 * i + j];
+        }
+}
+
+// C (M, N) = or += A B^T. The operand with more rows is walked once in the outer loop,
+// the other re-read from cache; each element is one sum along k whatever the order.
+AVX512 static void own_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int add, float *C,
+                          int ldc) {
+#define NT_TILE(m0, n0)                                                                                                \
+    micro_nt(K, A + (size_t)(m0) * lda, lda, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc,         \
+             M - (m0) < 4 ? M - (m0) : 4, N - (n0) < 4 ? N - (n0) : 4, add)
+    if (M >= N) {
+        for (int m0 = 0; m0 < M; m0 += 4)
+            for (int n0 = 0; n0 < N; n0 += 4) NT_TILE(m0, n0);
+    } else {
+        for (int n0 = 0; n0 < N; n0 += 4)
+            for (int m0 = 0; m0 < M; m0 += 4) NT_TILE(m0, n0);
+    }
+#undef NT_TILE
+}
+#else
+static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, int first_add,
+                     float *C, int ldc) {
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_trans, (void)B, (void)ldb, (void)first_add, (void)C,
+        (void)ldc;
+    abort(); // gemm_own() is 0 here
+}
+static void own_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int add, float *C, int ldc) {
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
+    abort();
+}
+#endif
+
+// beta 0 or 1 say whether the first k-block adds to C; other betas scale C first. K = 0
+// leaves beta C.
+static int prepare_c(int M, int N, int K, float beta, float *C, int ldc) {
+    if (beta != 0.0f && beta != 1.0f) scale_c(M, N, beta, C, ldc);
+    if (K == 0 && beta == 0.0f)
+        for (int m = 0; m < M; m++) memset(C + (size_t)m * ldc, 0, (size_t)N * sizeof(float));
+    return beta != 0.0f;
+}
+
+void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, float beta, float *C,
+             int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (!gemm_own() || K < MIN_K) {
+        cblas_sgemm(CblasRowMajor, a_trans ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
+                    beta, C, ldc);
+        return;
+    }
+    int add = prepare_c(M, N, K, beta, C, ldc);
+    own_gemm(M, N, K, A, lda, a_trans, B, ldb, add, C, ldc);
+}
+
+void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (!gemm_own() || K < MIN_K) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int add = prepare_c(M, N, K, beta, C, ldc);
+    own_nt(M, N, K, A, lda, B, ldb, add, C, ldc);
+}

@@ -1,0 +1,32 @@
+#ifndef MDGAN_GEMM_H
+#define MDGAN_GEMM_H
+// The single-precision products of the convolutions, in our own AVX-512 kernels where
+// the CPU has AVX-512, else through OpenBLAS.
+//
+// Why our own: the environment pins OpenBLAS to its Haswell (AVX2) kernels because its
+// AVX-512 ones miscompute on this machine's CPU, and at the convolutions' shapes (a few
+// dozen rows, a few hundred columns per tile) those kernels reach 75-85 GFLOP/s on one
+// core where a plain AVX-512 register tile reaches 120-180 (bench_step --layers shows
+// both in one run). Each call runs on the calling thread; the sum of every element
+// runs along k in a fixed order, so the bits never depend on how the callers split work
+// between threads.
+//
+// Every matrix is row-major, alpha is 1:
+//   gemm_nn: C (M, N) = A (M, K) B (K, N) + beta C;  a_trans: A is given as its
+//            transpose, a (K, M) array with leading dimension lda
+//   gemm_nt: C (M, N) = A (M, K) B^T + beta C, B given as (N, K): both operands run
+//            along k in memory (the weight gradients: sums over columns)
+// beta 0 never reads C (it may hold NaN); beta 1 adds to it; other betas scale it.
+
+// 1 when gemm_nn/gemm_nt run our kernels (AVX-512F with the OS saving its registers,
+// and not switched off by gemm_use_own(0) or MDGAN_GEMM=openblas in the environment).
+int gemm_own(void);
+// Tests and benchmarks: 0 routes every call to OpenBLAS, 1 back to our kernels (where
+// the CPU has them).
+void gemm_use_own(int on);
+
+void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, float beta, float *C,
+             int ldc);
+void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif
