@@ -156,9 +156,21 @@ static int dw_splits(const ConvShape *s) {
     return gather_tiles(s) < DW_SPLITS ? (int)gather_tiles(s) : DW_SPLITS;
 }
 
+static size_t partials_floats(const ConvShape *s) {
+    return dw_by_columns(s) ? (size_t)s->N * dw_splits(s) * dw_floats(s) : 0;
+}
+
+// The weights packed once per call for every tile's product (gemm_pack_a): W (K, Ck)
+// for the column gather, W^T (Ck, K) for the scatter. After the tiles and partials.
+static size_t packed_w_floats(const ConvShape *s) {
+    const int Ck = s->C * (int)kvol(s);
+    size_t a = gemm_packed_floats(s->K, Ck), b = gemm_packed_floats(Ck, s->K);
+    return a > b ? a : b;
+}
+static float *packed_w(const ConvShape *s, float *ws) { return ws + CONV_MAX_THREADS * tile_floats(s) + partials_floats(s); }
+
 size_t conv_workspace_floats(const ConvShape *s) {
-    size_t partials = dw_by_columns(s) ? (size_t)s->N * dw_splits(s) * dw_floats(s) : 0;
-    return CONV_MAX_THREADS * tile_floats(s) + partials;
+    return CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) + packed_w_floats(s);
 }
 
 int conv_threads(void) {
@@ -360,16 +372,21 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
     const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
-#pragma omp parallel for schedule(static) num_threads(conv_threads())
-    for (long i = 0; i < items; i++) {
-        float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
-        const int n = (int)(i / ((long)tiles * kblocks)), k0 = (int)(i % kblocks) * kb;
-        const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
-        const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
-        int cols = (int)((q1 - q0) * s->oW);
-        vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
-        gemm_nn(k1 - k0, cols, Ck, w + (size_t)k0 * Ck, Ck, 0, col, cols, beta, out + ((size_t)n * s->K + k0) * L + q0 * s->oW,
-                L);
+#pragma omp parallel num_threads(conv_threads())
+    {
+        GemmPacked pw; // each thread's view of the one packed W
+        gemm_pack_a(&pw, packed_w(s, ws), s->K, Ck, w, Ck, 0);
+#pragma omp for schedule(static)
+        for (long i = 0; i < items; i++) {
+            float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+            const int n = (int)(i / ((long)tiles * kblocks)), k0 = (int)(i % kblocks) * kb;
+            const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
+            const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
+            int cols = (int)((q1 - q0) * s->oW);
+            vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
+            gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, col, cols, beta,
+                           out + ((size_t)n * s->K + k0) * L + q0 * s->oW, L);
+        }
     }
 }
 
@@ -383,7 +400,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s), per = dw_splits(s);
     const size_t lines = gather_lines(s), tiles = gather_tiles(s), nd = dw_floats(s);
     const long items = (long)s->N * per;
-    float *partials = ws + CONV_MAX_THREADS * tile_floats(s);
+    float *partials = ws + CONV_MAX_THREADS * tile_floats(s); // partials_floats(s)
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
@@ -452,17 +469,22 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     const int groups = (s->C + per - 1) / per;
     const size_t lines = tile_lines(s, (size_t)per * kv);
     const long items = (long)s->N * groups;
-#pragma omp parallel for schedule(static) num_threads(conv_threads())
-    for (long i = 0; i < items; i++) {
-        float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
-        int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
-        for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
-            size_t q1 = tile_end(s, q0, lines);
-            int cols = (int)((q1 - q0) * s->oW);
-            // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
-            gemm_nn((c1 - c0) * kv, cols, s->K, w + (size_t)c0 * kv, Ck, 1, colside + (size_t)n * s->K * L + q0 * s->oW, L,
-                    0.0f, col, cols);
-            col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1, col + tile_part(s));
+#pragma omp parallel num_threads(conv_threads())
+    {
+        GemmPacked pw; // W^T (Ck, K), packed once
+        gemm_pack_a(&pw, packed_w(s, ws), Ck, s->K, w, Ck, 1);
+#pragma omp for schedule(static)
+        for (long i = 0; i < items; i++) {
+            float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+            int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
+            for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+                size_t q1 = tile_end(s, q0, lines);
+                int cols = (int)((q1 - q0) * s->oW);
+                // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
+                gemm_nn_packed(&pw, c0 * kv, (c1 - c0) * kv, cols, w, Ck, 1,
+                               colside + (size_t)n * s->K * L + q0 * s->oW, L, 0.0f, col, cols);
+                col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1, col + tile_part(s));
+            }
         }
     }
 }

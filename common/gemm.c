@@ -118,24 +118,43 @@ AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restr
 // C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
 // columns, panels of MR rows, in that order: every element's sum runs over k in order,
 // block after block.
+// One block of k: rows [0, rows) of C (rows from C's row 0), strips of NR columns, each
+// strip over every panel of ap (the panels of those rows for this block).
+AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
+                                  int ldc) {
+    const int panels = (rows + MR - 1) / MR;
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols, add);
+        }
+    }
+}
+
+// C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
+// columns, panels of MR rows, in that order: every element's sum runs over k in order,
+// block after block.
 AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
                             int first_add, float *C, int ldc) {
     _Alignas(64) float ap[MCHUNK * KC];
     for (int m0 = 0; m0 < M; m0 += MCHUNK) {
-        const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK, panels = (rows + MR - 1) / MR;
+        const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK;
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
             pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
-            for (int j0 = 0; j0 < N; j0 += NR) {
-                const int ncols = N - j0 < NR ? N - j0 : NR;
-                const float *strip = B + (size_t)k0 * ldb + j0;
-                for (int p = 0; p < panels; p++) {
-                    const int r0 = m0 + p * MR, nr = M - r0 < MR ? M - r0 : MR;
-                    micro_nn(kc, ap + (size_t)p * kc * MR, strip, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols,
-                             first_add || k0 > 0);
-                }
-            }
+            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C + (size_t)m0 * ldc, ldc);
         }
+    }
+}
+
+// The same sums on an A packed once (gemm_pack_a), rows m0 .. m0+rows-1 of it.
+AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                                   int first_add, float *C, int ldc) {
+    for (int k0 = 0; k0 < pa->K; k0 += KC) {
+        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
+        panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C, ldc);
     }
 }
 
@@ -221,6 +240,15 @@ static void own_nt(int M, int N, int K, const float *A, int lda, const float *B,
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
     abort();
 }
+static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb, int first_add,
+                            float *C, int ldc) {
+    (void)pa, (void)m0, (void)rows, (void)N, (void)B, (void)ldb, (void)first_add, (void)C, (void)ldc;
+    abort();
+}
+static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int m0, int rows, int k0, int kc) {
+    (void)ap, (void)A, (void)lda, (void)a_trans, (void)m0, (void)rows, (void)k0, (void)kc;
+    abort();
+}
 #endif
 
 // beta 0 or 1 say whether the first k-block adds to C; other betas scale C first. K = 0
@@ -252,4 +280,32 @@ void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int l
     }
     int add = prepare_c(M, N, K, beta, C, ldc);
     own_nt(M, N, K, A, lda, B, ldb, add, C, ldc);
+}
+
+size_t gemm_packed_floats(int M, int K) { return (size_t)((M + MR - 1) / MR * MR) * (size_t)(K > 0 ? K : 0); }
+
+int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans) {
+    pa->p = buf, pa->M = M, pa->K = K, pa->Mpad = (M + MR - 1) / MR * MR;
+    if (!gemm_own() || K < MIN_K || M <= 0) return 0;
+    // blocks of KC of k, each the panels of all rows (block k0 starts at k0 * Mpad): the
+    // panels are independent, so the threads of the caller's team share them
+    const int panels = pa->Mpad / MR, blocks = (K + KC - 1) / KC;
+#pragma omp for schedule(static)
+    for (int i = 0; i < blocks * panels; i++) {
+        const int k0 = i / panels * KC, kc = K - k0 < KC ? K - k0 : KC, m0 = i % panels * MR;
+        pack_a(buf + (size_t)k0 * pa->Mpad + (size_t)m0 * kc, A, lda, a_trans, m0, M - m0 < MR ? M - m0 : MR, k0, kc);
+    }
+    return 1;
+}
+
+void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+    if (rows <= 0 || N <= 0) return;
+    if (!gemm_own() || pa->K < MIN_K || m0 % MR != 0) {
+        const float *a = a_trans ? A + m0 : A + (size_t)m0 * lda;
+        gemm_nn(rows, N, pa->K, a, lda, a_trans, B, ldb, beta, C, ldc);
+        return;
+    }
+    int add = prepare_c(rows, N, pa->K, beta, C, ldc);
+    own_gemm_packed(pa, m0, rows, N, B, ldb, add, C, ldc);
 }

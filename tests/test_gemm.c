@@ -91,16 +91,49 @@ static void run_all(int own) {
     gemm_use_own(1);
 }
 
+// gemm_nn_packed on an A packed once: C computed in row pieces [0, 8), [8, 11) and
+// [11, M) (11 is not a panel start: the fallback on A itself), plain and transposed A.
+static void run_packed(int own) {
+    gemm_use_own(own);
+    for (int si = 0; si < NSHAPES; si++) {
+        const Shape *s = &shapes[si];
+        const int ldb = s->N + 2, ldc = s->N + 3;
+        size_t na = (size_t)(s->M + 8) * (s->K + 8), nb = (size_t)(s->K + 8) * (s->N + 8), nc = (size_t)s->M * ldc;
+        float *A = malloc(na * sizeof(float)), *B = malloc(nb * sizeof(float)), *C = malloc(nc * sizeof(float));
+        float *R = malloc(nc * sizeof(float)), *buf = malloc((gemm_packed_floats(s->M, s->K) + 1) * sizeof(float));
+        assert_true(A && B && C && R && buf);
+        for (size_t i = 0; i < na; i++) A[i] = frand();
+        for (size_t i = 0; i < nb; i++) B[i] = frand();
+        for (int tr = 0; tr < 2; tr++) {
+            const int lda = tr ? s->M + 5 : s->K + 3;
+            for (size_t i = 0; i < nc; i++) C[i] = R[i] = (int)(i % ldc) >= s->N ? -7.0f : NAN;
+            GemmPacked pa;
+            int packed = gemm_pack_a(&pa, buf, s->M, s->K, A, lda, tr);
+            assert_int_equal(packed, own && gemm_own() && s->K >= 16);
+            const int cut[4] = {0, s->M < 8 ? s->M : 8, s->M < 11 ? s->M : 11, s->M};
+            for (int c = 0; c < 3; c++)
+                gemm_nn_packed(&pa, cut[c], cut[c + 1] - cut[c], s->N, A, lda, tr, B, ldb, 0.0f,
+                               C + (size_t)cut[c] * ldc, ldc);
+            reference(s, A, lda, tr, B, ldb, 0, 0.0f, R, R, ldc);
+            check(own ? "own" : "openblas", tr ? "packed(A^T)" : "packed", si, C, R, s, ldc);
+        }
+        free(A); free(B); free(C); free(R); free(buf);
+    }
+    gemm_use_own(1);
+}
+
 static void test_own_kernels(void **state) {
     (void)state;
     gemm_use_own(1);
     if (!gemm_own()) skip(); // no AVX-512 here (or under valgrind): the OpenBLAS route is what runs
     run_all(1);
+    run_packed(1);
 }
 
 static void test_openblas_route(void **state) {
     (void)state;
     run_all(0);
+    run_packed(0);
 }
 
 int main(void) {

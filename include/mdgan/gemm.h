@@ -1,5 +1,6 @@
 #ifndef MDGAN_GEMM_H
 #define MDGAN_GEMM_H
+#include <stddef.h>
 // The single-precision products of the convolutions, in our own AVX-512 kernels where
 // the CPU has AVX-512, else through OpenBLAS.
 //
@@ -28,5 +29,21 @@ void gemm_use_own(int on);
 void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, float beta, float *C,
              int ldc);
 void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+// A packed once for many gemm_nn calls on its rows (the convolutions' weights, shared
+// by every tile of a call): gemm_pack_a lays A (M, K) (a_trans: given as (K, M)) out in
+// buf, gemm_packed_floats(M, K) floats; it is an `omp for` (call it inside a parallel
+// region, or outside one to pack on one thread). It returns 0 when our kernels do not
+// run (nothing packed). gemm_nn_packed then computes C (rows, N) = A[m0 .. m0+rows) B +
+// beta C, from the packed A when m0 is a multiple of the panel height (8), else (and
+// when nothing was packed) as gemm_nn on A itself.
+typedef struct {
+    const float *p;
+    int M, K, Mpad;
+} GemmPacked;
+size_t gemm_packed_floats(int M, int K);
+int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans);
+void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
+                    const float *B, int ldb, float beta, float *C, int ldc);
 
 #endif
