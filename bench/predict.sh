@@ -52,6 +52,25 @@ CONF
     "$BIN/mdgan-base" infer --checkpoint "$CK/base_step_00000001.safetensors" --data "$DIR/data" --out "$DIR/y1" >/dev/null 2>&1
     "$BIN/mdgan-refine" train --config "$DIR/p.conf" --base-outputs "$DIR/y1" --steps 1 >/dev/null 2>&1
 fi
+# The table of one whole-process case: "$DIR/times" holds "side seconds maxrss_kb"
+# lines, "$DIR/forwards" our process's own forward times (one a run); $1 names them.
+summary() {
+    awk -v nets="$1" '
+function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+FILENAME ~ /times$/ { n[$1]++; w[$1, n[$1]] = $2; if ($3 > rss[$1]) rss[$1] = $3 }
+FILENAME ~ /forwards$/ { nc++; g[nc] = $1 }
+END {
+    for (s in n) { for (i = 1; i <= n[s]; i++) x[i] = w[s, i]; med[s] = median(x, n[s]); delete x }
+    for (i = 1; i <= nc; i++) y[i] = g[i]; fw = median(y, nc)
+    printf "   side   median s  peak RSS MiB\n"
+    printf "   mdgan  %8.3f  %12.1f   (its %s forwards: median %.3f s)\n", med["mdgan"], rss["mdgan"] / 1024, nets, fw
+    printf "   torch  %8.3f  %12.1f\n", med["torch"], rss["torch"] / 1024
+    printf "   mdgan/torch time %.3f (target <= 0.15); mdgan whole/forwards %.2f (target <= 1.3); RSS mdgan/torch %.2f\n",
+        med["mdgan"] / med["torch"], med["mdgan"] / fw, rss["mdgan"] / rss["torch"]
+}' "$DIR/times" "$DIR/forwards"
+}
+
 IMG=$DIR/data/video_000/clip_000/frame_000.png
 BASE=$CK/base_step_00000001.safetensors REFINE=$CK/refine_step_00000001.safetensors
 if [ ! -f "$DIR/y1_8/.done" ]; then
@@ -75,22 +94,10 @@ while [ $i -lt "$RUNS" ]; do
 done
 echo "== predict as a whole process, T=32 128x128 ngf=32, G1+G2, $THREADS threads, $RUNS runs each (alternating)"
 [ -n "${OPENBLAS_CORETYPE:-}" ] && echo "   (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE as the environment sets it)"
-awk '
-function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-FILENAME ~ /times$/ { n[$1]++; w[$1, n[$1]] = $2; if ($3 > rss[$1]) rss[$1] = $3 }
-FILENAME ~ /parts_c$/ && /^predict:/ { nc++; g[nc] = $6 + $9 }
-END {
-    for (s in n) { for (i = 1; i <= n[s]; i++) x[i] = w[s, i]; med[s] = median(x, n[s]); delete x }
-    for (i = 1; i <= nc; i++) y[i] = g[i]; fw = median(y, nc)
-    printf "   side   median s  peak RSS MiB\n"
-    printf "   mdgan  %8.3f  %12.1f   (its G1+G2 forwards: median %.3f s)\n", med["mdgan"], rss["mdgan"] / 1024, fw
-    printf "   torch  %8.3f  %12.1f\n", med["torch"], rss["torch"] / 1024
-    printf "   mdgan/torch time %.3f (target <= 0.15); mdgan whole/forwards %.2f (target <= 1.3); RSS mdgan/torch %.2f\n",
-        med["mdgan"] / med["torch"], med["mdgan"] / fw, rss["mdgan"] / rss["torch"]
-}' "$DIR/times" "$DIR/parts_c"
+awk '/^predict:/ { print $6 + $9 }' "$DIR/parts_c" >"$DIR/forwards"
+summary "G1+G2"
 tail -n 1 "$DIR/parts_t" | sed 's/^/   last torch run: /'
-rm -f "$DIR/parts_c" "$DIR/parts_t"
+rm -f "$DIR/parts_c" "$DIR/parts_t" "$DIR/forwards"
 
 # -- mdgan-refine infer on 8 clips
 "$BIN/mdgan-refine" infer --checkpoint "$REFINE" --input "$DIR/y1_8" --out "$DIR/rinf_c" --threads "$THREADS" >/dev/null 2>&1
@@ -104,22 +111,10 @@ while [ $i -lt "$RUNS" ]; do
     i=$((i + 1))
 done
 echo "== mdgan-refine infer on 8 clips as a whole process, T=32 128x128 ngf=32, $THREADS threads, $RUNS runs each"
-awk '
-function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-FILENAME ~ /times$/ { n[$1]++; w[$1, n[$1]] = $2; if ($3 > rss[$1]) rss[$1] = $3 }
-FILENAME ~ /parts_c$/ && /windows in/ { nc++; s = $0; sub(/.*forwards /, "", s); g[nc] = s + 0 }
-END {
-    for (s in n) { for (i = 1; i <= n[s]; i++) x[i] = w[s, i]; med[s] = median(x, n[s]); delete x }
-    for (i = 1; i <= nc; i++) y[i] = g[i]; fw = median(y, nc)
-    printf "   side   median s  peak RSS MiB\n"
-    printf "   mdgan  %8.3f  %12.1f   (its G2 forwards: median %.3f s)\n", med["mdgan"], rss["mdgan"] / 1024, fw
-    printf "   torch  %8.3f  %12.1f\n", med["torch"], rss["torch"] / 1024
-    printf "   mdgan/torch time %.3f (target <= 0.15); mdgan whole/forwards %.2f (target <= 1.3); RSS mdgan/torch %.2f\n",
-        med["mdgan"] / med["torch"], med["mdgan"] / fw, rss["mdgan"] / rss["torch"]
-}' "$DIR/times" "$DIR/parts_c"
+sed -n "s/.*G2's forwards \([0-9.]*\) s.*/\1/p" "$DIR/parts_c" >"$DIR/forwards"
+summary "G2"
 tail -n 1 "$DIR/parts_t" | sed 's/^/   last torch run: /'
-rm -f "$DIR/parts_c" "$DIR/parts_t"
+rm -f "$DIR/parts_c" "$DIR/parts_t" "$DIR/forwards"
 
 # -- mdgan-base serve start-up: exec to the 'serving ENDPOINT' line (then SIGTERM)
 : >"$DIR/times"

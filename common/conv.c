@@ -162,12 +162,18 @@ static size_t partials_floats(const ConvShape *s) {
 
 // The weights packed once per call for every tile's product (gemm_pack_a): W (K, Ck)
 // for the column gather, W^T (Ck, K) for the scatter. After the tiles and partials.
+// Only weights of up to PACKED_W_MAX floats: a copy of the largest ones (33 MB at the
+// paper's shape) would weigh on inference's memory, and their layers have so few
+// columns that each tile's item packs rows no other item packs anyway.
+enum { PACKED_W_MAX = 1 << 22 };
 static size_t packed_w_floats(const ConvShape *s) {
     const int Ck = s->C * (int)kvol(s);
-    size_t a = gemm_packed_floats(s->K, Ck), b = gemm_packed_floats(Ck, s->K);
-    return a > b ? a : b;
+    size_t a = gemm_packed_floats(s->K, Ck), b = gemm_packed_floats(Ck, s->K), n = a > b ? a : b;
+    return n <= PACKED_W_MAX ? n : 0;
 }
-static float *packed_w(const ConvShape *s, float *ws) { return ws + CONV_MAX_THREADS * tile_floats(s) + partials_floats(s); }
+static float *packed_w(const ConvShape *s, float *ws) {
+    return packed_w_floats(s) ? ws + CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) : NULL;
+}
 
 size_t conv_workspace_floats(const ConvShape *s) {
     return CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) + packed_w_floats(s);

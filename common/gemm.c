@@ -7,7 +7,9 @@
 // two loads of B's row k feed MR x NR = 8 x 32 accumulators (16 zmm registers). B is
 // read in place: a strip of NR columns and KC rows (32 KiB) stays in L1 while every
 // panel of A's chunk passes over it. C is written once per k-block, plain when it is
-// the first block and beta is 0, added otherwise.
+// the first block and beta is 0, added otherwise. A convolution packs its weights once
+// per call (gemm_pack_a) for all its tiles: with a few dozen columns a tile, packing
+// them per tile cost a quarter of the product.
 //
 // gemm_nt (B given as (N, K): the weight gradients, sums along the columns): both
 // operands run along k in memory, so each element of C is a dot product: a 4 x 4 block
@@ -285,8 +287,9 @@ void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int l
 size_t gemm_packed_floats(int M, int K) { return (size_t)((M + MR - 1) / MR * MR) * (size_t)(K > 0 ? K : 0); }
 
 int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans) {
-    pa->p = buf, pa->M = M, pa->K = K, pa->Mpad = (M + MR - 1) / MR * MR;
-    if (!gemm_own() || K < MIN_K || M <= 0) return 0;
+    pa->p = NULL, pa->M = M, pa->K = K, pa->Mpad = (M + MR - 1) / MR * MR;
+    if (!buf || !gemm_own() || K < MIN_K || M <= 0) return 0;
+    pa->p = buf;
     // blocks of KC of k, each the panels of all rows (block k0 starts at k0 * Mpad): the
     // panels are independent, so the threads of the caller's team share them
     const int panels = pa->Mpad / MR, blocks = (K + KC - 1) / KC;
@@ -301,7 +304,7 @@ int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int ld
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
                     const float *B, int ldb, float beta, float *C, int ldc) {
     if (rows <= 0 || N <= 0) return;
-    if (!gemm_own() || pa->K < MIN_K || m0 % MR != 0) {
+    if (!pa->p || !gemm_own() || pa->K < MIN_K || m0 % MR != 0) {
         const float *a = a_trans ? A + m0 : A + (size_t)m0 * lda;
         gemm_nn(rows, N, pa->K, a, lda, a_trans, B, ldb, beta, C, ldc);
         return;
