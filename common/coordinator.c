@@ -74,6 +74,7 @@ typedef struct {
     int started_fd;           // --detach: written once the first stage runs, then closed
     Progress view;            // the coordinator's own progress line
     double last_view;
+    char db_note[2400];       // a notice of the database, for the events once it can be written
 } Coord;
 
 // ---------------------------------------------------------------- small helpers
@@ -132,14 +133,6 @@ static int set_field(char *dst, size_t n, const char *src, const char *key) {
     }
     memcpy(dst, src, len + 1);
     return 0;
-}
-
-// path resolves to a file inside dir (no "..", no link out of it).
-static int path_inside(const char *path, const char *dir) {
-    char rp[PATH_MAX], rd[PATH_MAX];
-    if (!realpath(path, rp) || !realpath(dir, rd)) return 0;
-    size_t n = strlen(rd);
-    return strncmp(rp, rd, n) == 0 && rp[n] == '/';
 }
 
 static int load_where(Config *c, const CoordWhere *w) {
@@ -201,8 +194,12 @@ static int lock_run(Coord *C) {
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         char buf[32] = "";
-        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-        buf[n > 0 ? n : 0] = 0;
+        // the holder writes its pid right after it took the lock: give it a moment
+        for (int i = 0; i < 50 && atoi(buf) <= 0; i++) {
+            ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+            buf[n > 0 ? n : 0] = 0;
+            if (atoi(buf) <= 0) usleep(20000);
+        }
         close(fd);
         MDGAN_ERR("run '%s' is already run by the coordinator with pid %d (%s): wait for it, or stop it with "
                   "`mdgan stop %s`", C->name, atoi(buf), path, C->name);
@@ -323,7 +320,16 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
         if (end == nm + plen || strcmp(end, ".safetensors") != 0 || step < 0 || ckpt_known(&known, step)) continue;
         char path[PATHN * 2], hex[65];
         snprintf(path, sizeof path, "%s/%s", dir, nm);
-        if (fio_verify_sha256_sidecar_hex(path, hex) != 0) {
+        if (!fio_path_within(path, C->run_dir)) {   // a link out of the run folder
+            coord_log(C, "warn", "%s lies outside the run folder %s: not used", path, C->run_dir);
+            continue;
+        }
+        // no sidecar at all: its writer was killed between the rename and the sidecar;
+        // a checkpoint is renamed only once written and synced, so the file is whole
+        char side[PATHN * 2 + 8];
+        snprintf(side, sizeof side, "%s.sha256", path);
+        const int unsealed = access(side, F_OK) != 0 && errno == ENOENT;
+        if (!unsealed && fio_verify_sha256_sidecar_hex(path, hex) != 0) {
             coord_log(C, "warn", "%s is not recorded and does not verify against its sidecar: not used (%s)", path,
                       mdgan_errmsg());
             continue;
@@ -331,14 +337,20 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
         StFile f = {0};
         if (st_open(&f, path) != 0) continue;
         const char *run = st_meta_get(&f, "run"), *st = st_meta_get(&f, "stage"), *ep = st_meta_get(&f, "epoch");
-        int ours = run && st && !strcmp(run, C->name) && !strcmp(st, stage);
+        const char *sp = st_meta_get(&f, "step");
+        int ours = run && st && !strcmp(run, C->name) && !strcmp(st, stage) && sp && strtol(sp, NULL, 10) == step;
         long epoch = ep ? strtol(ep, NULL, 10) : 0;
         st_close(&f);
         struct stat sb;
         if (!ours || stat(path, &sb) != 0) continue;
+        if (unsealed && fio_write_sha256_sidecar(path, hex) != 0) {
+            coord_log(C, "warn", "%s has no sidecar, and writing it failed: not used (%s)", path, mdgan_errmsg());
+            continue;
+        }
         DbCheckpoint c = {.stage = stage, .step = step, .epoch = epoch, .path = path, .bytes = sb.st_size, .sha256 = hex};
         if (db_ckpt_add(C->db, C->run_id, &c, NULL) == 0)
-            coord_log(C, "info", "recorded %s, written while no coordinator was running", path);
+            coord_log(C, "info", "recorded %s, which its stage wrote but did not report%s", path,
+                      unsealed ? " (it was killed before the checkpoint's sidecar: written now)" : "");
     }
     closedir(d);
     free(known.rows);
@@ -363,7 +375,7 @@ static int pick_checkpoint(Coord *C, const char *stage, char *out, size_t n) {
             db_ckpt_invalidate(C->db, r->c.id);
             continue;
         }
-        if (!path_inside(r->path, C->run_dir)) {
+        if (!fio_path_within(r->path, C->run_dir)) {
             coord_log(C, "warn", "the database names %s checkpoint %s outside the run folder %s: not used", stage,
                       r->path, C->run_dir);
             db_ckpt_invalidate(C->db, r->c.id);
@@ -418,8 +430,10 @@ static void on_checkpoint(Coord *C, int k, const json_t *b) {
     char path[PATHN * 2];
     const char *rel = json_string_value(json_object_get(b, "path"));
     snprintf(path, sizeof path, rel[0] == '/' ? "%s" : "%s/%s", rel[0] == '/' ? rel : C->run_dir, rel);
-    if (!path_inside(path, C->run_dir)) {
-        coord_log(C, "warn", "%s reported checkpoint '%s', which is no file or lies outside the run folder: not recorded",
+    // the file may be gone already when the message is read late (the stage keeps its
+    // newest few): recorded all the same, and marked invalid when a resume looks for it
+    if (!fio_path_within(path, C->run_dir)) {
+        coord_log(C, "warn", "%s reported checkpoint '%s', which lies outside the run folder: not recorded",
                   proc_stage[k], rel);
         return;
     }
@@ -495,9 +509,27 @@ static void handle_message(Coord *C, const WireMsg *m) {
     json_decref(b);
 }
 
+// The database's notices: another process holds its lock past busy_timeout (the
+// coordinator waits: a dropped row would be a lost checkpoint or status), or its file
+// was deleted or replaced and was recovered (an event once it can be written).
+static int on_db_notice(void *ctx, int kind, const char *text) {
+    Coord *C = ctx;
+    progress_note(&C->view, "mdgan: warning: %s%s", text,
+                  kind == DB_NOTICE_LOCKED ? ": waiting for it (nothing is dropped; the stages go on)" : "");
+    if (kind == DB_NOTICE_MOVED) snprintf(C->db_note, sizeof C->db_note, "%s", text);
+    return 1;
+}
+
 // Reads what has arrived on the control socket, waiting up to wait_ms for the first
 // message (or the signal pipe).
 static void pump(Coord *C, int wait_ms) {
+    if (C->db_note[0]) {
+        char note[sizeof C->db_note];
+        snprintf(note, sizeof note, "%s", C->db_note);
+        C->db_note[0] = 0;
+        if (db_event_add(C->db, C->run_id, "warn", note) != 0)
+            fprintf(stderr, "mdgan: warning: cannot record an event: %s\n", mdgan_errmsg());
+    }
     const int sigfd = train_signal_fd();
     zmq_pollitem_t it[2] = {{C->router, 0, ZMQ_POLLIN, 0}, {NULL, sigfd, ZMQ_POLLIN, 0}};
     if (zmq_poll(it, sigfd >= 0 ? 2 : 1, wait_ms) <= 0) return;
@@ -538,8 +570,11 @@ static int bind_control(Coord *C) {
         zmq_setsockopt(C->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout) != 0 ||
         zmq_setsockopt(C->router, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) != 0)
         return -1;
-    // a stale socket file of a dead coordinator of this run (the run's lock is ours)
-    if (!strncmp(C->endpoint, "ipc://", 6)) unlink(C->endpoint + 6);
+    // a stale socket file of a dead coordinator of this run (the run's lock is ours);
+    // any other file there is not ours to remove, and the bind fails naming it
+    struct stat sb;
+    if (!strncmp(C->endpoint, "ipc://", 6) && lstat(C->endpoint + 6, &sb) == 0 && S_ISSOCK(sb.st_mode))
+        unlink(C->endpoint + 6);
     if (zmq_bind(C->router, C->endpoint) != 0) {
         MDGAN_ERR("cannot bind the control endpoint %s: %s", C->endpoint, zmq_strerror(errno));
         return -1;
@@ -643,6 +678,8 @@ static int reap(Coord *C, int k) {
 static int restart_proc(Coord *C, int k, const char *serve_ckpt) {
     Proc *p = &C->p[k];
     const int st = p->child.status;
+    // what it wrote before it died (and did not report) is recorded, restarted or not
+    if (k != P_SERVE) adopt_checkpoints(C, proc_stage[k]);
     if (WIFEXITED(st) && WEXITSTATUS(st) == MDGAN_EXIT_USAGE) {   // bad input or config: it would fail again
         coord_log(C, "error", "%s: not restarted: it exited with status 2 (bad usage or input, see %s/logs/%s.log)",
                   proc_stage[k], C->run_dir, proc_stage[k]);
@@ -656,7 +693,6 @@ static int restart_proc(Coord *C, int k, const char *serve_ckpt) {
     }
     p->restarts++, p->restarts_here++;
     char ckpt[PATHN] = "";
-    if (k != P_SERVE) adopt_checkpoints(C, proc_stage[k]);
     int have = k == P_SERVE ? 0 : pick_checkpoint(C, proc_stage[k], ckpt, sizeof ckpt);
     if (have < 0) return -1;
     coord_log(C, "warn", "%s: restart %d of %d, from %s", proc_stage[k], p->restarts_here, C->cfg.coord.max_restarts,
@@ -976,6 +1012,7 @@ static void print_outputs(Coord *C) {
 static int go(Coord *C) {
     train_install_signals();
     progress_init(&C->view, "mdgan", 0, 0, 0);
+    db_set_notice(C->db, on_db_notice, C);
     if (bind_control(C) != 0 || db_run_set_pid(C->db, C->run_id, (int)getpid()) != 0 ||
         db_run_set_status(C->db, C->run_id, "running") != 0)
         return MDGAN_EXIT_RUNTIME;
@@ -994,6 +1031,9 @@ static int go(Coord *C) {
     db_run_set_status(C->db, C->run_id, status);
     db_run_set_pid(C->db, C->run_id, 0);
     refresh_report(C);   // with the run's final status
+    if (strcmp(db_path(C->db), C->cfg.coord.db) != 0)
+        fprintf(stderr, "mdgan: the records of run %s are in %s now (%s was replaced): give `--set coord.db=%s` to "
+                "mdgan runs, status, report and resume\n", C->name, db_path(C->db), C->cfg.coord.db, db_path(C->db));
     if (r == 0) print_outputs(C);
     else if (r == 1) fprintf(stderr, "mdgan: continue it with `mdgan resume %s`\n", C->name);
     else fprintf(stderr, "mdgan: see %s/logs/ and `mdgan status %s`; `mdgan resume %s` continues it\n", C->run_dir,
@@ -1144,28 +1184,44 @@ int coord_run(const CoordRunArgs *a) {
         goto done;
     }
     snprintf(C->name, sizeof C->name, "%s", want);
-    if (name_taken(C, want)) {
+    // The run's row first: of two coordinators that start a run of one name at once,
+    // SQLite gives it to one; and one killed before the folder exists leaves a run that
+    // `mdgan resume` starts (making the folder), never a folder no run owns.
+    for (int i = 2;; i++) {
+        if (!name_taken(C, C->name)) {
+            rc = MDGAN_EXIT_RUNTIME;
+            if (set_field(c->run.name, sizeof c->run.name, C->name, "run.name") != 0 ||
+                config_to_text(c, &C->cfg_text) != 0)
+                goto done;
+            fio_sha256_hex(C->cfg_text, strlen(C->cfg_text), C->cfg_sha);
+            if (db_run_create(C->db, C->name, C->cfg_text, C->cfg_sha, &C->run_id) == 0) break;
+            if (!strstr(mdgan_errmsg(), "already exists")) goto done;
+            free(C->cfg_text);
+            C->cfg_text = NULL;
+        }
+        rc = MDGAN_EXIT_USAGE;
         if (a->name) {
             MDGAN_ERR("a run named '%s' exists already (in %s or %s/%s): `mdgan resume %s` continues it, or choose "
                       "another --name", want, c->coord.db, c->run.dir, want, want);
             goto done;
         }
-        for (int i = 2; name_taken(C, C->name); i++) snprintf(C->name, sizeof C->name, "%s-%d", want, i);
+        snprintf(C->name, sizeof C->name, "%s-%d", want, i);
     }
-    if (set_field(c->run.name, sizeof c->run.name, C->name, "run.name") != 0) goto done;
+    mdgan_errclear();
     snprintf(C->run_dir, sizeof C->run_dir, "%s/%s", c->run.dir, C->name);
     rc = MDGAN_EXIT_RUNTIME;
-    if (config_to_text(c, &C->cfg_text) != 0) goto done;
-    fio_sha256_hex(C->cfg_text, strlen(C->cfg_text), C->cfg_sha);
-    if (fio_mkdir_p(C->run_dir, 0755) != 0 || write_snapshot(C) != 0 || lock_run(C) != 0) goto done;
     json_t *opt = json_pack("{s:s, s:s?}", "stages", a->stages ? a->stages : "all", "base_checkpoint",
                             C->base_ckpt[0] ? C->base_ckpt : NULL);
     char *opt_text = json_text(opt);
     json_decref(opt);
-    int ok = db_run_create(C->db, C->name, C->cfg_text, C->cfg_sha, &C->run_id) == 0 &&
-             db_run_set_options(C->db, C->run_id, opt_text) == 0;
+    int ok = db_run_set_options(C->db, C->run_id, opt_text) == 0 && fio_mkdir_p(C->run_dir, 0755) == 0;
     free(opt_text);
     if (!ok) goto done;
+    if (lock_run(C) != 0) {   // `mdgan resume` of it, meanwhile
+        rc = MDGAN_EXIT_USAGE;
+        goto done;
+    }
+    if (write_snapshot(C) != 0) goto done;
     put_pending(C);
     coord_log(C, "info", "run %s created in %s (config sha256 %.12s..., stages %s)", C->name, C->run_dir, C->cfg_sha,
               a->stages ? a->stages : "all");
@@ -1234,12 +1290,17 @@ int coord_resume(const char *run, const CoordRunArgs *a) {
             MDGAN_ERR("run.dir %s is too long", moved);
             goto done;
         }
-        if (stat(C->run_dir, &sb) != 0) {
+        if (stat(C->run_dir, &sb) == 0) {
+            if (set_field(C->cfg.run.dir, sizeof C->cfg.run.dir, moved, "run.dir") != 0) goto done;
+        } else if (!strcmp(r.status, "created")) {
+            // its coordinator died between recording the run and making its folder
+            snprintf(C->run_dir, sizeof C->run_dir, "%s/%s", C->cfg.run.dir, C->name);
+            if (fio_mkdir_p(C->run_dir, 0755) != 0) goto done;
+        } else {
             MDGAN_ERR("run '%s' has no folder: neither %s/%s nor %s exists (give --set run.dir=DIR, the folder that "
                       "holds it)", C->name, C->cfg.run.dir, C->name, C->run_dir);
             goto done;
         }
-        if (set_field(C->cfg.run.dir, sizeof C->cfg.run.dir, moved, "run.dir") != 0) goto done;
     }
     json_t *opt = json_loads(r.options ? r.options : "{}", 0, NULL);
     const char *stages = json_string_value(json_object_get(opt, "stages"));

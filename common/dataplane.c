@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -111,6 +112,12 @@ int dataplane_ipc_claim(const char *endpoint) {
     if (live) {
         MDGAN_ERR("another server is serving on %s: stop it first, or choose another transport.data_endpoint",
                   endpoint);
+        return -1;
+    }
+    // only a socket is a stale socket: any other file at the path is somebody's
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        MDGAN_ERR("%s: %s is there and is not a socket: choose another transport.data_endpoint", endpoint, path);
         return -1;
     }
     if (unlink(path) != 0 && errno != ENOENT) {

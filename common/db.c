@@ -1,12 +1,15 @@
 #include "mdgan/db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mdgan/error.h"
 
@@ -175,6 +178,11 @@ struct Db {
     sqlite3 *h;
     char *path;
     int readonly;
+    int busy_ms;
+    const DbMigration *extra;   // db_open_with's, for a reopen after the file moved
+    int nextra;
+    DbNoticeFn notice;
+    void *notice_ctx;
     sqlite3_stmt *stmt[STMT_COUNT];
 };
 
@@ -228,6 +236,7 @@ static int bind_double(Db *db, sqlite3_stmt *s, int i, double v) {
 }
 
 static void stmt_reset(sqlite3_stmt *s) {
+    if (!s) return;   // not prepared: a reopen after the file moved failed (its message was set)
     // The step's result was already checked; reset only repeats its error code.
     (void)sqlite3_reset(s);
     (void)sqlite3_clear_bindings(s);
@@ -262,19 +271,37 @@ static double col_double_or_nan(sqlite3_stmt *s, int i) {
 
 // ---- transactions
 
+static int db_relocate(Db *db);
+
 static int tx_begin(Db *db, const char *what) {
     if (db->readonly) {
         MDGAN_ERR("%s: %s: the database was opened read-only", db->path, what);
         return -1;
     }
-    int rc = sqlite3_step(db->stmt[STMT_BEGIN]);
-    if (rc != SQLITE_DONE) {
-        char buf[256];
+    int moved = 0;
+    if (db->notice && db->h && sqlite3_file_control(db->h, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved &&
+        db_relocate(db) != 0)
+        return -1;
+    for (int waits = 1;; waits++) {
+        int rc = sqlite3_step(db->stmt[STMT_BEGIN]);
+        char buf[512];
+        if (rc == SQLITE_DONE) {
+            stmt_reset(db->stmt[STMT_BEGIN]);
+            return 0;
+        }
+        if ((rc & 0xff) == SQLITE_BUSY && db->notice) {
+            snprintf(buf, sizeof buf, "%s: %s: the database is locked by another process (its write lock held "
+                     "for more than %d s, %d x busy_timeout)", db->path, what, waits * db->busy_ms / 1000, waits);
+            stmt_reset(db->stmt[STMT_BEGIN]);
+            if (db->notice(db->notice_ctx, DB_NOTICE_LOCKED, buf)) continue;
+            MDGAN_ERR("%s", buf);
+            return -1;
+        }
         snprintf(buf, sizeof buf, "%s: cannot begin a write transaction", what);
         db_err(db, buf);
+        stmt_reset(db->stmt[STMT_BEGIN]);
+        return -1;
     }
-    stmt_reset(db->stmt[STMT_BEGIN]);
-    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 // Keeps the message already set by the failed statement.
@@ -395,7 +422,7 @@ static int db_setup(Db *db, const DbMigration *extra, int nextra) {
             return -1;
         }
     if (sqlite3_extended_result_codes(db->h, 1) != SQLITE_OK ||
-        sqlite3_busy_timeout(db->h, DB_BUSY_TIMEOUT_MS) != SQLITE_OK) {
+        sqlite3_busy_timeout(db->h, db->busy_ms) != SQLITE_OK) {
         db_err(db, "cannot configure the connection");
         return -1;
     }
@@ -483,6 +510,8 @@ Db *db_open_with(const char *path, int readonly, const DbMigration *extra, int n
         return NULL;
     }
     db->readonly = readonly;
+    db->busy_ms = DB_BUSY_TIMEOUT_MS;
+    db->extra = extra, db->nextra = nextra;
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = sqlite3_open_v2(path, &db->h, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -502,11 +531,16 @@ Db *db_open_with(const char *path, int readonly, const DbMigration *extra, int n
 
 Db *db_open(const char *path, int readonly) { return db_open_with(path, readonly, NULL, 0); }
 
-void db_close(Db *db) {
-    if (!db) return;
-    for (int i = 0; i < STMT_COUNT; i++) sqlite3_finalize(db->stmt[i]);
+static void db_close_handle(Db *db) {
+    for (int i = 0; i < STMT_COUNT; i++) sqlite3_finalize(db->stmt[i]), db->stmt[i] = NULL;
     // sqlite3_close only fails with unfinalized statements, and all are finalized here.
     if (db->h) (void)sqlite3_close(db->h);
+    db->h = NULL;
+}
+
+void db_close(Db *db) {
+    if (!db) return;
+    db_close_handle(db);
     free(db->path);
     free(db);
 }
@@ -518,7 +552,80 @@ int db_set_busy_timeout(Db *db, int ms) {
         db_err(db, "cannot set busy_timeout");
         return -1;
     }
+    db->busy_ms = ms;
     return 0;
+}
+
+void db_set_notice(Db *db, DbNoticeFn fn, void *ctx) { db->notice = fn, db->notice_ctx = ctx; }
+
+// The file at db->path is no longer the one the connection has open: deleted, or
+// another file renamed over it. The connection still reads the whole database (through
+// its open files), so: the WAL goes into our own file and is emptied (a -wal left at
+// the path must not be replayed into someone else's file), the content is copied out
+// (VACUUM INTO a new file beside the path) and synced, the connection closed, and the
+// copy renamed to the path if nothing is there, else to "<path>.saved-<pid>". Writing
+// over the path is never done (renameat2 RENAME_NOREPLACE). The Db reopens the copy.
+static int db_relocate(Db *db) {
+    char *tmp = NULL, *dest = NULL, *side = NULL;
+    int rc = -1, fd = -1;
+    struct stat sb;
+    if (asprintf(&tmp, "%s.recover-%ld", db->path, (long)getpid()) < 0) {
+        MDGAN_ERR("%s: out of memory", db->path);
+        return -1;
+    }
+    unlink(tmp);
+    (void)sqlite3_exec(db->h, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);   // best effort
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->h, "VACUUM INTO ?1", -1, &s, NULL) != SQLITE_OK || bind_text(db, s, 1, tmp) ||
+        sqlite3_step(s) != SQLITE_DONE) {
+        char what[256];
+        snprintf(what, sizeof what, "the file was deleted or replaced, and copying the open database to %s failed",
+                 tmp);
+        db_err(db, what);
+        sqlite3_finalize(s);
+        unlink(tmp);
+        goto out;
+    }
+    sqlite3_finalize(s);
+    if ((fd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || fsync(fd) != 0) {
+        MDGAN_ERR("%s: cannot sync the copy of the database: %s", tmp, strerror(errno));
+        goto out;
+    }
+    const int deleted = stat(db->path, &sb) != 0 && errno == ENOENT;
+    db_close_handle(db);
+    if (deleted) {   // what is left at the path is the old connection's -wal and -shm
+        for (int k = 0; k < 2; k++)
+            if (asprintf(&side, "%s-%s", db->path, k ? "shm" : "wal") >= 0) unlink(side), free(side), side = NULL;
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, db->path, RENAME_NOREPLACE) == 0) dest = strdup(db->path);
+    }
+    if (!dest && asprintf(&dest, "%s.saved-%ld", db->path, (long)getpid()) >= 0 &&
+        renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RENAME_NOREPLACE) != 0)
+        free(dest), dest = NULL;
+    if (!dest) dest = tmp, tmp = NULL;   // no name could be taken: the Db goes on in the copy itself
+    char *slash = strrchr(dest, '/'), *dir = slash ? strndup(dest, (size_t)(slash - dest)) : strdup(".");
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) (void)fsync(dfd), close(dfd);   // the copy is synced; its name is best effort
+    free(dir);
+    char text[2200];
+    if (!strcmp(dest, db->path))
+        snprintf(text, sizeof text, "%s was deleted while this process had it open: written back there from the open "
+                 "connection", db->path);
+    else
+        snprintf(text, sizeof text, "%s was %s while this process had it open: the records go on in %s", db->path,
+                 deleted ? "deleted" : "replaced by another file (that file is left alone)", dest);
+    free(db->path);
+    db->path = dest;
+    if (sqlite3_open_v2(dest, &db->h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        db_err(db, "cannot reopen the database");   // every later call fails naming it
+        goto out;
+    }
+    if (db_setup(db, db->extra, db->nextra) != 0) goto out;
+    db->notice(db->notice_ctx, DB_NOTICE_MOVED, text);
+    rc = 0;
+out:
+    if (fd >= 0) close(fd);
+    free(tmp);
+    return rc;
 }
 
 // ---- runs

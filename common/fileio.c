@@ -260,6 +260,27 @@ int fio_mkdir_p(const char *path, mode_t mode) {
     return 0;
 }
 
+int fio_path_within(const char *path, const char *dir) {
+    char rd[PATH_MAX], head[PATH_MAX], real[PATH_MAX], tail[PATH_MAX] = "", t[PATH_MAX];
+    if (!realpath(dir, rd) || snprintf(head, sizeof head, "%s", path) >= (int)sizeof head) return 0;
+    // the longest part of path that exists, resolved; what follows it as written
+    while (!realpath(head[0] ? head : ".", real)) {
+        char *slash = strrchr(head, '/');
+        const char *last = slash ? slash + 1 : head;
+        if (errno != ENOENT || !strcmp(last, ".") || !strcmp(last, "..") || !head[0]) return 0;
+        if (*last) {
+            if (snprintf(t, sizeof t, "/%s%s", last, tail) >= (int)sizeof t) return 0;
+            memcpy(tail, t, strlen(t) + 1);
+        }
+        if (slash == head) head[1] = 0;
+        else if (slash) *slash = 0;
+        else head[0] = 0;
+    }
+    if (snprintf(t, sizeof t, "%s%s", strcmp(real, "/") ? real : "", tail) >= (int)sizeof t) return 0;
+    const size_t n = strlen(rd);
+    return strncmp(t, rd, n) == 0 && (t[n] == 0 || t[n] == '/' || !strcmp(rd, "/"));
+}
+
 int fio_write_sha256_sidecar(const char *path, char hex_out[65]) {
     char hex[65], *side = NULL, *line = NULL;
     if (fio_sha256_file(path, hex) != 0) return -1;

@@ -132,17 +132,22 @@ static int list_steps(const char *dir, const char *stage, long *steps, int max) 
 
 int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep, char sha256[65]) {
     if (fio_write_sha256_sidecar(path, sha256) != 0) return -1;
+    train_ckpt_rotate(dir, stage, keep, 0);
+    return 0;
+}
+
+void train_ckpt_rotate(const char *dir, const char *stage, int keep, int unsealed_only) {
     long steps[4096];
     int n = list_steps(dir, stage, steps, 4096);
     for (int i = keep; i < n; i++) {
         char old[4096], side[4200];
         train_ckpt_path(old, sizeof old, dir, stage, steps[i]);
         snprintf(side, sizeof side, "%s.sha256", old);
+        if (unsealed_only && access(side, F_OK) == 0) continue;
         // sidecar first: a checkpoint without one is never taken for a good one
         if ((unlink(side) != 0 && access(side, F_OK) == 0) || (unlink(old) != 0 && access(old, F_OK) == 0))
             fprintf(stderr, "mdgan: warning: could not remove old checkpoint %s\n", old);
     }
-    return 0;
 }
 
 int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage) {
@@ -173,6 +178,24 @@ int train_ckpt_resolve(char *out, size_t n, const char *arg, const char *stage) 
     snprintf(out, n, "%s", arg);
     if (fio_verify_sha256_sidecar(out) != 0) return -1;
     return 0;
+}
+
+int train_remove_stale_temps(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *tmp = strstr(e->d_name, ".tmp.");
+        char *end;
+        const long pid = tmp ? strtol(tmp + 5, &end, 10) : 0;
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 || pid <= 0 || *end ||
+            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        n += unlink(path) == 0;
+    }
+    if (d) closedir(d);
+    return n;
 }
 
 // ---- progress ----

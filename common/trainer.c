@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "mdgan/cli.h"
 #include "mdgan/control.h"
+#include "mdgan/dataplane.h"
 #include "mdgan/error.h"
 #include "mdgan/fileio.h"
 #include "mdgan/image.h"
@@ -29,6 +31,7 @@ typedef struct {
     char *cfg_text;
     char run_dir[2048], ckpt_dir[2100], sample_dir[2100], metrics_path[2100];
     Dataset ds;
+    DataIdentity data_id;       // what the checkpoints say the stage trains on
     int *train, ntrain, *val, nval;
     BatchOrder order;
     Rng rng;
@@ -145,6 +148,27 @@ int trainer_load_config(Config *c, const char *config_path, const char *const *s
     return config_validate(c);
 }
 
+int trainer_metadata_place(const char *ckpath, const char *what, const char *path) {
+    char real[PATH_MAX], home[PATH_MAX];
+    const char *slash = realpath(ckpath, real) ? strrchr(real, '/') : NULL;
+    if (slash && slash - real > 12 && !strncmp(slash - 12, "/checkpoints", 12)) {
+        snprintf(home, sizeof home, "%.*s", (int)(slash - 12 - real), real);
+        if (fio_path_within(path, home)) return 0;
+        MDGAN_ERR("%s: its metadata's config puts %s at %s, outside the run folder the checkpoint lies in (%s); a "
+                  "checkpoint is not trusted with places: give --config FILE, or --set them", ckpath, what, path, home);
+    } else {
+        MDGAN_ERR("%s: its metadata's config puts %s at %s, and the checkpoint lies in no <run>/checkpoints/ folder; "
+                  "a checkpoint is not trusted with places: give --config FILE, or --set them", ckpath, what, path);
+    }
+    return -1;
+}
+
+int trainer_set_given(const char *const *sets, int nsets, const char *key) {
+    for (int i = 0; i < nsets; i++)
+        if (!strncmp(sets[i], key, strlen(key)) && sets[i][strlen(key)] == '=') return 1;
+    return 0;
+}
+
 static int setup_config(Loop *lp, const TrainArgs *a, StFile *ck, char *ckpath, size_t ckn) {
     const TrainStage *st = lp->st;
     if (a->resume) {
@@ -157,6 +181,13 @@ static int setup_config(Loop *lp, const TrainArgs *a, StFile *ck, char *ckpath, 
         }
     }
     if (trainer_load_config(&lp->cfg, a->config_path, a->sets, a->nsets, a->resume ? ck : NULL, ckpath) != 0)
+        return -1;
+    // the folder this stage writes into, when only the checkpoint's metadata names it
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/%s", lp->cfg.run.dir, lp->cfg.run.name);
+    if (a->resume && !a->config_path && !trainer_set_given(a->sets, a->nsets, "run.dir") &&
+        !trainer_set_given(a->sets, a->nsets, "run.name") &&
+        trainer_metadata_place(ckpath, "the run folder (run.dir, run.name)", dir) != 0)
         return -1;
     if (config_to_text(&lp->cfg, &lp->cfg_text) != 0) return -1;
     fio_sha256_hex(lp->cfg_text, strlen(lp->cfg_text), lp->cfg_text_sha);
@@ -418,14 +449,17 @@ static int save_checkpoint(Loop *lp, char *path, size_t n, int eval_due) {
     char losses[TRAIN_MAX_LOSSES * 18] = "";
     for (int l = 0, at = 0; l < st->nlosses; l++)
         at += snprintf(losses + at, sizeof losses - at, "%s%.9g", l ? " " : "", lp->losses[l]);
-    CkptMeta meta[15 + TRAIN_MAX_META] = {
+    char clips[16];
+    snprintf(clips, sizeof clips, "%d", lp->data_id.clips);
+    CkptMeta meta[18 + TRAIN_MAX_META] = {
         {"run", lp->cfg.run.name}, {"stage", st->name},    {"step", step},       {"epoch", epoch},
         {"batch", batch},          {"rng", rng},           {"config_sha256", lp->cfg_text_sha},
         {"config", lp->cfg_text},  {"frames", frames},     {"size", size},       {"seed", seed},
         {"threads", threads},      {"created", created},   {"losses", losses},
-        {"eval_due", eval_due ? "1" : "0"},
+        {"eval_due", eval_due ? "1" : "0"},                {"data_clips", clips},
+        {"clips_sha256", lp->data_id.clips_sha256},        {"data_sha256", lp->data_id.data_sha256},
     };
-    int nmeta = 15, nextra = 0;
+    int nmeta = 18, nextra = 0;
     CkptNet nets[4];
     int nnets = st->save(lp->self, nets, meta + nmeta, &nextra);
     if (nnets < 0) return -1;
@@ -449,6 +483,24 @@ static void load_losses(Loop *lp, const StFile *ck) {
         }
         s = end;
     }
+}
+
+// A resumed stage trains on the data its checkpoint was trained on: a clip that
+// disappeared or was damaged (skipped by the reading, which names the file), or one
+// that was added, would give another data order and other weights. A checkpoint of an
+// older version does not say.
+static int same_data(const Loop *lp, const StFile *ck, const char *ckpath) {
+    const char *clips = st_meta_get(ck, "clips_sha256"), *data = st_meta_get(ck, "data_sha256");
+    const char *then = st_meta_get(ck, "data_clips");
+    const char *what = !clips || !data                               ? NULL
+                       : strcmp(clips, lp->data_id.clips_sha256) != 0 ? "another list of clips"
+                       : strcmp(data, lp->data_id.data_sha256) != 0   ? "the same clips with other pictures"
+                                                                      : NULL;
+    if (!what) return 0;
+    MDGAN_ERR("data.root %s is not the data %s was trained on: %s (%d clips now, %d clip folders skipped while "
+              "reading: the warnings before this name the files; %s clips then): put the data back, or start a new "
+              "run", lp->cfg.data.root, ckpath, what, lp->ds.nclips, lp->ds.skipped_clips, then ? then : "?");
+    return -1;
 }
 
 // ---------------------------------------------------------------- the loop
@@ -495,6 +547,11 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
     }
     rc = MDGAN_EXIT_RUNTIME;
     if (fio_mkdir_p(lp->ckpt_dir, 0755) != 0 || fio_mkdir_p(lp->sample_dir, 0755) != 0) goto done;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s_", st->name);
+    const int stale = train_remove_stale_temps(lp->ckpt_dir, prefix) + train_remove_stale_temps(lp->sample_dir, prefix);
+    if (stale) fprintf(stderr, "%s: removed %d temporary file(s) left by writes that were killed\n", st->name, stale);
+    train_ckpt_rotate(lp->ckpt_dir, st->name, lp->sch.keep, 1);   // one a kill cut short
 
     rc = MDGAN_EXIT_USAGE;
     fprintf(stderr, "%s: reading %s (%d frames of %dx%d)\n", st->name, c->data.root, T, S, S);
@@ -503,6 +560,8 @@ int trainer_run(const TrainStage *st, const TrainArgs *a) {
         goto done;
     fprintf(stderr, "%s: %d clips from %d videos (%d skipped): %d for training, %d for validation\n", st->name,
             lp->ds.nclips, lp->ds.nvideos, lp->ds.skipped_clips, lp->ntrain, lp->nval);
+    dataplane_identity(&lp->ds, &lp->data_id);
+    if (a->resume && same_data(lp, &ck, ckpath) != 0) goto done;
     if (lp->ntrain < N) {
         MDGAN_ERR("%s has %d training clips, fewer than one batch of %d (lower %.*s.batch or data.val_fraction)",
                   c->data.root, lp->ntrain, N, (int)strlen(st->section) - 2, st->section + 1);

@@ -174,6 +174,19 @@ static int g1_produce(void *ctx, const float *y, int n, float *y1) {
     return 0;
 }
 
+// With the checkpoint's own config the server binds where that config says: an ipc
+// socket (its file is made, a stale one removed) must then lie in the checkpoint's run
+// folder, unless --set names it.
+static int serve_place_ok(const Config *c, const char *ckpt, const char *const *sets, int nsets) {
+    const char *ep = c->transport.data_endpoint;
+    if (trainer_set_given(sets, nsets, "transport.data_endpoint")) return 0;
+    if (ep[0]) return strncmp(ep, "ipc://", 6) ? 0 : trainer_metadata_place(ckpt, "transport.data_endpoint", ep + 6);
+    if (trainer_set_given(sets, nsets, "run.dir") || trainer_set_given(sets, nsets, "run.name")) return 0;
+    char dir[2200];
+    snprintf(dir, sizeof dir, "%s/%s", c->run.dir, c->run.name);
+    return trainer_metadata_place(ckpt, "the run folder of the data socket (run.dir, run.name)", dir);
+}
+
 static int cmd_serve(int argc, char **argv) {
     const char *ckpt = NULL, *config_path = NULL, *sets[256], *control = NULL;
     int nsets = 0;
@@ -216,6 +229,7 @@ static int cmd_serve(int argc, char **argv) {
     char g1_sha[65], endpoint[1100];
     if (st_open(&f, ckpt) != 0 || trainer_load_config(&c, config_path, sets, nsets, st_meta_get(&f, "config") ? &f : NULL, ckpt) != 0)
         goto done;
+    if (!config_path && st_meta_get(&f, "config") && serve_place_ok(&c, ckpt, sets, nsets) != 0) goto done;
     cli_set_threads(c.run.threads);
     // heartbeats while G1 and the clips load; HELLO once the socket is bound
     if (control && !(cc = control_client_start(control, "serve", control_heartbeat_interval(c.coord.heartbeat_s),

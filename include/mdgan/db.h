@@ -39,6 +39,21 @@ const char *db_path(const Db *db);
 // Replaces the busy timeout set at open (tests, or a caller that must not wait).
 int db_set_busy_timeout(Db *db, int ms);
 
+// What the owner of a read-write Db is told (db_set_notice), text naming the file:
+//   DB_NOTICE_LOCKED  another process has held the write lock past busy_timeout; the
+//                     handler returns 1 to wait another busy_timeout, 0 to fail the
+//                     write as a Db without a handler does.
+//   DB_NOTICE_MOVED   the file at the path was deleted or replaced (renamed over) while
+//                     the Db had it open. Its content, read through the open connection,
+//                     was written back to the path (deleted) or beside it as
+//                     "<path>.saved-<pid>" (replaced: the other file is left alone), and
+//                     the Db goes on in that file (db_path names it).
+// With a handler, every write first checks that the file at the path is still the
+// one open, so no transaction goes into a file that is no longer the database.
+enum { DB_NOTICE_LOCKED = 1, DB_NOTICE_MOVED };
+typedef int (*DbNoticeFn)(void *ctx, int kind, const char *text);
+void db_set_notice(Db *db, DbNoticeFn fn, void *ctx);
+
 // A migration step: sql brings the schema from version-1 to version.
 typedef struct {
     int version;

@@ -32,6 +32,12 @@ int fio_sha256_file(const char *path, char hex[65]);   // streams the file
 // mkdir -p: creates path and its missing parents; an existing folder is fine.
 int fio_mkdir_p(const char *path, mode_t mode);
 
+// 1 when path resolves (symlinks followed) to dir or to a place below it, else 0. The
+// last components of path may not exist (yet): they are taken as written, and then may
+// not be "." or "..". For paths taken from outside input (a message, a checkpoint's
+// metadata, the database) before anything is opened there.
+int fio_path_within(const char *path, const char *dir);
+
 // "<path>.sha256" in sha256sum format ("<hex>  <basename>\n", so `sha256sum -c`
 // accepts it), written atomically. hex (may be NULL) receives the digest written.
 int fio_write_sha256_sidecar(const char *path, char hex[65]);

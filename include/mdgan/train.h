@@ -43,12 +43,19 @@ void train_ckpt_path(char *out, size_t n, const char *dir, const char *stage, lo
 // After writing `path`: its sidecar, then removal of all but the newest `keep`.
 // sha256 (may be NULL) receives the file's digest.
 int train_ckpt_commit(const char *path, const char *dir, const char *stage, int keep, char sha256[65]);
+// Removes all but the newest `keep` checkpoints of stage in dir, each sidecar first (so
+// one cut short is never taken for good); unsealed_only: only those without a sidecar,
+// which a rotation that a kill cut short leaves (at a stage's start).
+void train_ckpt_rotate(const char *dir, const char *stage, int keep, int unsealed_only);
 // The newest checkpoint of `stage` in dir whose sha256 verifies (older ones are tried
 // when the newest is damaged, each failure reported as a warning). -1 when none.
 int train_ckpt_latest(char *out, size_t n, const char *dir, const char *stage);
 // `arg` is a checkpoint file or a run/checkpoint folder; resolves to a file that
 // verifies against its sidecar.
 int train_ckpt_resolve(char *out, size_t n, const char *arg, const char *stage);
+// Removes the temporaries "<prefix>....tmp.<pid>" in dir that a write killed before its
+// rename left (their pid is gone); the count removed.
+int train_remove_stale_temps(const char *dir, const char *prefix);
 
 // ---- the metrics log: one JSON object per line, starting {"step": N, ----
 // On resume from step N, drops the lines of steps after N (written by the part of

@@ -110,6 +110,13 @@ int trainer_parse_args(TrainArgs *a, int argc, char **argv, const TrainExtraOpts
 // message for 1 and 2.
 int trainer_run(const TrainStage *stage, const TrainArgs *a);
 
+// A config taken from a checkpoint's metadata (no --config) is outside input: a place
+// it names that a command writes to (what, e.g. the run folder) must lie in the run
+// folder the checkpoint lies in (<run>/checkpoints/FILE). 0, or -1 naming both places.
+int trainer_metadata_place(const char *ckpath, const char *what, const char *path);
+// 1 when one of sets is "key=...".
+int trainer_set_given(const char *const *sets, int nsets, const char *key);
+
 // The config of a run: --config (or, resuming, the checkpoint's own), then --set, then
 // validated. For commands that are not training (serve): ck may be NULL.
 int trainer_load_config(Config *c, const char *config_path, const char *const *sets, int nsets, const StFile *ck,
