@@ -216,7 +216,10 @@ static int events_with(const char *name, const char *needle) { return events_wit
 static void run_row(const char *name, char *status, size_t n, long *base_step) {
     sqlite3 *db;
     status[0] = 0, *base_step = -1;
-    if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return;
+    if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db); // a failed open still allocates its handle (not there yet, or busy)
+        return;
+    }
     sqlite3_busy_timeout(db, 2000);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT r.status, s.step FROM runs r LEFT JOIN stages s ON s.run_id = r.id "
