@@ -156,12 +156,15 @@ static int dw_splits(const ConvShape *s) {
     return gather_tiles(s) < DW_SPLITS ? (int)gather_tiles(s) : DW_SPLITS;
 }
 
+// The workspace: a tile per thread, then the small weight gradients' partials, then
+// the packed weights.
 static size_t partials_floats(const ConvShape *s) {
     return dw_by_columns(s) ? (size_t)s->N * dw_splits(s) * dw_floats(s) : 0;
 }
+static float *partials_at(const ConvShape *s, float *ws) { return ws + CONV_MAX_THREADS * tile_floats(s); }
 
 // The weights packed once per call for every tile's product (gemm_pack_a): W (K, Ck)
-// for the column gather, W^T (Ck, K) for the scatter. After the tiles and partials.
+// for the column gather, W^T (Ck, K) for the scatter.
 // Only weights of up to PACKED_W_MAX floats: a copy of the largest ones (33 MB at the
 // paper's shape) would weigh on inference's memory, and their layers have so few
 // columns that each tile's item packs rows no other item packs anyway.
@@ -172,7 +175,7 @@ static size_t packed_w_floats(const ConvShape *s) {
     return n <= PACKED_W_MAX ? n : 0;
 }
 static float *packed_w(const ConvShape *s, float *ws) {
-    return packed_w_floats(s) ? ws + CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) : NULL;
+    return packed_w_floats(s) ? partials_at(s, ws) + partials_floats(s) : NULL;
 }
 
 size_t conv_workspace_floats(const ConvShape *s) {
@@ -406,7 +409,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s), per = dw_splits(s);
     const size_t lines = gather_lines(s), tiles = gather_tiles(s), nd = dw_floats(s);
     const long items = (long)s->N * per;
-    float *partials = ws + CONV_MAX_THREADS * tile_floats(s); // partials_floats(s)
+    float *partials = partials_at(s, ws);
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);

@@ -117,11 +117,8 @@ AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restr
     }
 }
 
-// C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
-// columns, panels of MR rows, in that order: every element's sum runs over k in order,
-// block after block.
-// One block of k: rows [0, rows) of C (rows from C's row 0), strips of NR columns, each
-// strip over every panel of ap (the panels of those rows for this block).
+// One block of k: C's first `rows` rows, strips of NR columns, each strip over every
+// panel of ap (the panels of those rows for this block).
 AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
                                   int ldc) {
     const int panels = (rows + MR - 1) / MR;
@@ -287,7 +284,7 @@ void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int l
 size_t gemm_packed_floats(int M, int K) { return (size_t)((M + MR - 1) / MR * MR) * (size_t)(K > 0 ? K : 0); }
 
 int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans) {
-    pa->p = NULL, pa->M = M, pa->K = K, pa->Mpad = (M + MR - 1) / MR * MR;
+    pa->p = NULL, pa->K = K, pa->Mpad = (M + MR - 1) / MR * MR;
     if (!buf || !gemm_own() || K < MIN_K || M <= 0) return 0;
     pa->p = buf;
     // blocks of KC of k, each the panels of all rows (block k0 starts at k0 * Mpad): the

@@ -34,12 +34,12 @@ void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int l
 // by every tile of a call): gemm_pack_a lays A (M, K) (a_trans: given as (K, M)) out in
 // buf, gemm_packed_floats(M, K) floats; it is an `omp for` (call it inside a parallel
 // region, or outside one to pack on one thread). It returns 0 when our kernels do not
-// run or buf is NULL (nothing packed). gemm_nn_packed then computes C (rows, N) = A[m0 .. m0+rows) B +
-// beta C, from the packed A when m0 is a multiple of the panel height (8), else (and
-// when nothing was packed) as gemm_nn on A itself.
+// run or buf is NULL (nothing packed). gemm_nn_packed then computes C (rows, N) =
+// A[m0 .. m0+rows) B + beta C, from the packed A when m0 is a multiple of the panel
+// height (8), else (and when nothing was packed) as gemm_nn on A itself.
 typedef struct {
-    const float *p;
-    int M, K, Mpad;
+    const float *p; // NULL: nothing packed
+    int K, Mpad;    // Mpad: the rows rounded up to whole panels
 } GemmPacked;
 size_t gemm_packed_floats(int M, int K);
 int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans);
