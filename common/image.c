@@ -154,7 +154,38 @@ static void png_write_cb(png_structp png, png_bytep data, size_t n) {
 
 static void png_flush_cb(png_structp png) { (void)png; }
 
+// libpng allocates an ancillary chunk's buffer (tEXt, zTXt, iTXt, eXIf, ...) from its
+// length field before it reads the bytes, and its chunk size limit does not cover
+// those chunks: a 107-byte file whose zTXt claims 1.9 GB asked for 1.9 GB (found by
+// tests/fuzz/fuzz_image). The whole file is in memory, so each chunk's length is
+// checked against the bytes left before libpng sees it; what libpng then allocates
+// for a chunk is bounded by the file's size.
+static int png_chunks_fit(const char *path, const unsigned char *buf, size_t len) {
+    size_t pos = 8;
+    while (len - pos >= 8) {
+        uint32_t n = (uint32_t)buf[pos] << 24 | (uint32_t)buf[pos + 1] << 16 |
+                     (uint32_t)buf[pos + 2] << 8 | buf[pos + 3];
+        char type[5];
+        for (int i = 0; i < 4; i++) {
+            unsigned char c = buf[pos + 4 + i];
+            type[i] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
+        }
+        type[4] = 0;
+        size_t left = len - pos - 8;
+        if (n > left || left - n < 4) {   // 4: the chunk's CRC
+            MDGAN_ERR("corrupt or truncated PNG %s: chunk %s at byte %zu says %u bytes, %zu left "
+                      "in the file",
+                      path, type, pos, n, left);
+            return -1;
+        }
+        if (!memcmp(type, "IEND", 4)) return 0;
+        pos += 8 + (size_t)n + 4;
+    }
+    return 0;   // no IEND: libpng reports the cut file
+}
+
 static int png_decode(Image *img, const char *path, const unsigned char *buf, size_t len) {
+    if (png_chunks_fit(path, buf, len) != 0) return -1;
     PngIo io = {.p = buf, .n = len};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &io, png_error_cb, png_warning_cb);
     if (!png) {
