@@ -209,7 +209,29 @@ typedef struct {
     int err_line;
     char err[700];           // first error only; inih keeps going after one
     int seen_line[NKEYS];    // line of each key's first assignment, 0 = not yet
+    // The value of a line longer than inih's buffer, handed to the handler past inih
+    // (see parse_reader); has_long while inih carries the line with LONG_MARK instead.
+    char long_value[CONFIG_MAX_LINE + 1];
+    int has_long;
 } Parse;
+
+// What inih gets in place of a long value: a control character, which no value may
+// hold (string_problem refuses them), so it cannot be confused with one.
+#define LONG_MARK "\x01"
+
+// The value of "key = value" or "key: value" (inih splits at the first '=' or ':') in
+// line[0, full), trimmed as inih trims it; NULL when the line has no separator.
+static const char *value_of(const char *line, size_t full, size_t *sep, size_t *len) {
+    size_t i = 0;
+    while (i < full && line[i] != '=' && line[i] != ':') i++;
+    if (i == full) return NULL;
+    *sep = i;
+    size_t a = i + 1, b = full;
+    while (a < b && isspace((unsigned char)line[a])) a++;
+    while (b > a && isspace((unsigned char)line[b - 1])) b--;
+    *len = b - a;
+    return line + a;
+}
 
 __attribute__((format(printf, 2, 3))) static void parse_error(Parse *p, const char *fmt, ...) {
     if (p->err[0]) return;
@@ -229,6 +251,9 @@ static char *parse_reader(char *str, int num, void *stream) {
     size_t full = nl ? (size_t)(nl - line) : strlen(line);
     p->pos += full + (nl ? 1 : 0);
     p->lineno++;
+    // A UTF-8 byte order mark before the first line (inih would skip it) goes here, so
+    // that a [section] on that line is checked like any other.
+    if (p->lineno == 1 && full >= 3 && !memcmp(line, "\xef\xbb\xbf", 3)) line += 3, full -= 3;
     while (full && (*line == ' ' || *line == '\t')) line++, full--;
     if (full && (line[0] == '#' || line[0] == ';')) full = 0;   // a comment line, of any length
     // An inline comment starts at '#' or ';' after whitespace (as in Python's
@@ -239,9 +264,28 @@ static char *parse_reader(char *str, int num, void *stream) {
                 full = i;
                 break;
             }
-    // inih needs room for "\r\n\0" beyond the text (see its INI_MAX_LINE note).
+    if (full > CONFIG_MAX_LINE) {
+        parse_error(p, "line too long (%zu characters, at most %d)", full, CONFIG_MAX_LINE);
+        snprintf(str, (size_t)num, "\n");
+        return str;
+    }
+    // inih's line buffer is fixed when it is built (Debian's libinih: 200 bytes, room
+    // for 197 characters and "\r\n\0"), while a path may take a thousand, and the
+    // run's snapshot must read back whatever --set accepted. A longer line reaches inih
+    // as "key=" LONG_MARK, its value kept here for the handler.
+    size_t sep, vlen;
+    const char *v;
+    if (full + 3 > (size_t)num && line[0] != '[' && (v = value_of(line, full, &sep, &vlen)) &&
+        sep + sizeof LONG_MARK + 3 <= (size_t)num) {
+        memcpy(p->long_value, v, vlen);
+        p->long_value[vlen] = '\0';
+        p->has_long = 1;
+        memcpy(str, line, sep);
+        snprintf(str + sep, (size_t)num - sep, "=%s\n", LONG_MARK);
+        return str;
+    }
     if (full + 3 > (size_t)num) {
-        parse_error(p, "line too long (%zu characters, at most %d)", full, num - 3);
+        parse_error(p, "line too long for its key or section (%zu characters, at most %d)", full, num - 3);
         snprintf(str, (size_t)num, "\n");
         return str;
     }
@@ -266,6 +310,8 @@ static char *parse_reader(char *str, int num, void *stream) {
 
 static int parse_handler(void *user, const char *section, const char *key, const char *value) {
     Parse *p = user;
+    if (p->has_long && !strcmp(value, LONG_MARK)) value = p->long_value;
+    p->has_long = 0;
     char name[80];   // the key as quoted in messages (the section is checked in the reader)
     shown(name, sizeof name, key, 60);
     if (!*section) {
@@ -274,8 +320,10 @@ static int parse_handler(void *user, const char *section, const char *key, const
     }
     const ConfigKey *k = config_find(section, key);
     if (!k) {
+        char ss[80];
+        shown(ss, sizeof ss, section, 60);
         if (section_known(section)) parse_error(p, "unknown key '%s' in [%s]", name, section);
-        else parse_error(p, "unknown section [%s]", section);
+        else parse_error(p, "unknown section [%s]", ss);
         return 0;
     }
     int idx = (int)(k - key_table);

@@ -10,9 +10,8 @@
 // '#' or ';', and inline comments from a '#' or ';' that follows whitespace (so
 // `key =  # note` sets an empty value; a string cannot start with '#' or ';').
 // Leading whitespace on a line is ignored (no multi-line values).
-// Lines are limited to CONFIG_MAX_LINE characters (inih's fixed buffer); longer
-// strings can still be given with --set. Strings are taken verbatim (no quotes,
-// no escapes). Every error names FILE:LINE (or the --set argument) and the key.
+// Lines are limited to CONFIG_MAX_LINE characters, room for the longest value (a
+// path) and its key. Strings are taken verbatim (no quotes, no escapes). Every error names FILE:LINE (or the --set argument) and the key.
 
 #include <limits.h>   // INT_MAX in CONFIG_KEYS
 #include <stddef.h>
@@ -110,9 +109,10 @@ typedef struct {
     const char *def;     // default, as text
 } ConfigKey;
 
-// Longest line of a config file: inih's line buffer (Debian's libinih: 200 bytes)
-// less room for "\r\n\0"; the reader reports a longer line instead of splitting it.
-#define CONFIG_MAX_LINE 197
+// Longest line of a config file (after leading whitespace and an inline comment are
+// cut): a 1023-character path and its key with room to spare. Lines longer than
+// inih's own buffer reach it without their value (config.c, parse_reader).
+#define CONFIG_MAX_LINE 2048
 
 // The table (in CONFIG_KEYS order); *n = number of keys.
 const ConfigKey *config_keys(int *n);
