@@ -69,7 +69,7 @@ typedef struct {
     int stopping;             // a signal (or a lost server) asked the run to stop
     int serve_failed;         // the Base-Net's server failed past its restarts
     int report_warned;
-    long refused;             // malformed control messages so far
+    long refused;             // control messages refused so far
     char why[1600];           // the last stage failure, for the run's own message
     int started_fd;           // --detach: written once the first stage runs, then closed
     Progress view;            // the coordinator's own progress line
@@ -444,11 +444,11 @@ static void on_checkpoint(Coord *C, int k, const json_t *b) {
     if (db_ckpt_add(C->db, C->run_id, &c, NULL) != 0) fprintf(stderr, "mdgan: warning: %s\n", mdgan_errmsg());
 }
 
-// A bad message: answered, and logged (a flood of them only now and then, so it cannot
+// A bad or unexpected message: answered, and logged (a flood of them only now and then, so it cannot
 // fill the database).
 static void refuse(Coord *C, const WireMsg *m, uint32_t status, const char *who, const char *why) {
     if (++C->refused <= 20 || C->refused % 1000 == 0)
-        coord_log(C, "warn", "malformed control message from %s: %s%s", who, why,
+        coord_log(C, "warn", "refused a control message from %s: %s%s", who, why,
                   C->refused == 20 ? " (further ones are logged once in 1000)" : "");
     wire_send_error(C->router, m->route, m->route_len, m->type, status, m->id, why);
 }
@@ -473,6 +473,18 @@ static void handle_message(Coord *C, const WireMsg *m) {
         return;
     }
     Proc *p = &C->p[k];
+    // A stage's name is known to anyone who can reach the socket: what arrives under
+    // the name of a stage with no process of this coordinator's running (Stage II's
+    // while Stage I trains, or one already reaped: reap reads what it sent before it
+    // exited) comes from someone else, or from the earlier coordinator's stage still
+    // ending, whose checkpoints are adopted from its folder instead.
+    if (!p->active) {
+        char who[64];
+        snprintf(who, sizeof who, "%s, which is not running", proc_stage[k]);
+        refuse(C, m, WIRE_E_REQUEST, who, "no process of this stage is running: ignored");
+        json_decref(b);
+        return;
+    }
     p->last_msg = train_now();
     switch (m->type) {
     case CTL_HELLO: {

@@ -560,7 +560,8 @@ static void test_malformed_control_messages(void **state) {
         assert_int_equal(zmq_connect(x, sock), 0);
     }
     // a bad envelope, text that is not JSON, an unknown type, a PROGRESS with a string
-    // step, and a CHECKPOINT outside the run folder (logged, not recorded)
+    // step, and a well-formed CHECKPOINT outside the run folder, which is refused
+    // (logged, not recorded) because "refine" is not running
     assert_int_equal(zmq_send(s, "garbage", 7, 0), 7);
     assert_int_equal(wire_send(s, NULL, 0, 3, 0, 1, "not json", NULL, 0, NULL), 0);
     assert_int_equal(wire_send(s, NULL, 0, 99, 0, 2, "{}", NULL, 0, NULL), 0);
@@ -597,7 +598,7 @@ static void test_malformed_control_messages(void **state) {
     assert_int_equal(k.checked, 3);   // /etc/passwd was not recorded among them
     db_run_free(&r);
     db_close(db);
-    assert_int_equal(run_cmd(out, sizeof out, "grep -c 'malformed control message\\|outside the run folder\\|unknown peer' "
+    assert_int_equal(run_cmd(out, sizeof out, "grep -c 'refused a control message\\|outside the run folder\\|unknown peer' "
                              "%s/ctl.out", root), 0);
     printf("    coordinator log lines about them: %s", out);
     assert_int_equal(atoi(out), 6);
