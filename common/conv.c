@@ -178,8 +178,35 @@ static float *packed_w(const ConvShape *s, float *ws) {
     return packed_w_floats(s) ? partials_at(s, ws) + partials_floats(s) : NULL;
 }
 
+// Weight gradients of layers with few output columns per sample (the 64->128 layer at
+// T=32 64x64 has 64): a sum over one sample's columns is too short for the dot-sum
+// kernel (its reduction and the load and store of dW outweigh 64 multiply-adds), so a
+// row group sums the columns of several samples in one product, k = samples x columns.
+// Their vol2col tiles lie side by side (row stride samples x columns) and colside is
+// copied once per call into the same order, (K, N*L). Used when one tile holds a
+// sample's every line; DW_BATCH_COLS: below this many columns a sample is batched.
+enum { DW_BATCH_COLS = 256 };
+static int whole_volume(const ConvShape *s);
+static int dw_row_group(const ConvShape *s) {
+    const int Ck = s->C * (int)kvol(s);
+    return (Ck + ROW_GROUPS - 1) / ROW_GROUPS;
+}
+static int dw_samples_per_tile(const ConvShape *s) {
+    if (whole_volume(s) || dw_by_columns(s) || s->N < 2 || col_plane(s) >= DW_BATCH_COLS) return 1;
+    const size_t group = (size_t)dw_row_group(s);
+    if (tile_lines(s, group) < lines_total(s)) return 1;
+    size_t per = tile_part(s) / (group * col_plane(s));
+    return per < 2 ? 1 : per < (size_t)s->N ? (int)per : s->N;
+}
+static size_t batched_floats(const ConvShape *s) {
+    return dw_samples_per_tile(s) > 1 ? (size_t)s->K * s->N * col_plane(s) : 0;
+}
+static float *batched_at(const ConvShape *s, float *ws) {
+    return partials_at(s, ws) + partials_floats(s) + packed_w_floats(s);
+}
+
 size_t conv_workspace_floats(const ConvShape *s) {
-    return CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) + packed_w_floats(s);
+    return CONV_MAX_THREADS * tile_floats(s) + partials_floats(s) + packed_w_floats(s) + batched_floats(s);
 }
 
 int conv_threads(void) {
@@ -235,9 +262,10 @@ static inline void split_line(float *restrict ph, const float *restrict row, con
 // col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
 // r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
 // ph: line_floats(s) of scratch.
-static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
-                         float *ph) {
-    const size_t ld = (q1 - q0) * s->oW, run = sizeof(float) * (size_t)s->oW;
+// Rows are ld floats apart (ld >= the tile's columns: vol2col_tile gives ld = columns).
+static void vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0,
+                            size_t q1, float *ph) {
+    const size_t run = sizeof(float) * (size_t)s->oW;
     memset(ph, 0, sizeof(float) * line_floats(s));
     for (int r = r0; r < r1;) {
         // the run of rows of one (c, kt, kh): taps kw0..kw1-1
@@ -261,6 +289,11 @@ static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0,
         }
         r = first + kw1;
     }
+}
+
+static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                         float *ph) {
+    vol2col_tile_ld(col, (q1 - q0) * s->oW, x, s, r0, r1, q0, q1, ph);
 }
 
 // The adjoint, for one input line: row[i*sW + d_kw] += v_kw[i] over the kW taps (d_kw =
@@ -447,8 +480,37 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
         return;
     }
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    const int group = (Ck + ROW_GROUPS - 1) / ROW_GROUPS, groups = (Ck + group - 1) / group;
+    const int group = dw_row_group(s), groups = (Ck + group - 1) / group;
     const size_t lines = tile_lines(s, (size_t)group);
+    const int per_tile = dw_samples_per_tile(s);
+    if (per_tile > 1) {
+        // dW (K, Ck) += dYcat (K, N*L) colcat^T: dYcat row k = the samples' rows k side
+        // by side; a row group's product covers per_tile samples (fixed blocks, in order)
+        float *dycat = batched_at(s, ws);
+        const size_t ldy = (size_t)s->N * L;
+#pragma omp parallel num_threads(conv_threads())
+        {
+#pragma omp for schedule(static)
+            for (int k = 0; k < s->K; k++)
+                for (int n = 0; n < s->N; n++)
+                    memcpy(dycat + (size_t)k * ldy + (size_t)n * L, colside + ((size_t)n * s->K + k) * L,
+                           sizeof(float) * (size_t)L);
+#pragma omp for schedule(static)
+            for (int g = 0; g < groups; g++) {
+                float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+                const int r0 = g * group, r1 = r0 + group < Ck ? r0 + group : Ck;
+                for (int n0 = 0; n0 < s->N; n0 += per_tile) {
+                    const int nb = n0 + per_tile < s->N ? per_tile : s->N - n0;
+                    const size_t ld = (size_t)nb * L;
+                    for (int j = 0; j < nb; j++)
+                        vol2col_tile_ld(col + (size_t)j * L, ld, vol + (size_t)(n0 + j) * s->C * vol_plane(s), s, r0,
+                                        r1, 0, lines_total(s), col + tile_part(s));
+                    gemm_nt(s->K, r1 - r0, (int)ld, dycat + (size_t)n0 * L, (int)ldy, col, (int)ld, 1.0f, dw + r0, Ck);
+                }
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (int g = 0; g < groups; g++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);

@@ -44,6 +44,8 @@ static const Case tiled_cases[] = {
     {4, 128, 128, 4, 4, 4, {4, 4, 4}, {1, 1, 1}, {0, 0, 0}}, // whole volume (G's last encoder layer)
     {3, 128, 1, 4, 4, 4, {4, 4, 4}, {1, 1, 1}, {0, 0, 0}},   // whole volume, one output channel (D's last)
     {2, 9, 11, 2, 3, 5, {2, 3, 5}, {2, 1, 3}, {0, 0, 0}},    // whole volume, odd sizes and strides
+    {3, 64, 128, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // dW of 3 samples' 64 columns in one product
+    {17, 16, 80, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // ... 16 samples a product, then the 17th alone
 };
 #define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
