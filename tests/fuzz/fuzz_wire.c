@@ -16,7 +16,7 @@
 // input frames, with nbytes = prod(shape) * dtype size within the cap, payloads equal
 // to their frames and their CRC.
 //
-// Built with -DFUZZ_WIRE_GENERATOR instead, it is the generator of the committed seed
+// Built with -DFUZZ_GENERATOR instead, it is the generator of the committed seed
 // corpus (`make fuzz-corpus`): `fuzz_wire_gen DIR` writes valid messages made with the
 // encoders and one file per malformed kind.
 #include <stdint.h>
@@ -62,15 +62,9 @@ static void frames_free(unsigned char **fr, int n) {
     for (int i = 0; i < n; i++) free(fr[i]);
 }
 
-#ifndef FUZZ_WIRE_GENERATOR
+#ifndef FUZZ_GENERATOR
 
-#define CHECK(x)                                                                  \
-    do {                                                                          \
-        if (!(x)) {                                                               \
-            fprintf(stderr, "fuzz_wire: invariant failed at line %d: %s\n", __LINE__, #x); \
-            abort();                                                              \
-        }                                                                         \
-    } while (0)
+#include "fuzzutil.h"
 
 static void check_err(int st, const char *err, size_t errn) {
     CHECK(st >= WIRE_OK && st <= WIRE_E_INTERNAL);
@@ -146,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
 }
 
-#else // FUZZ_WIRE_GENERATOR: the seed corpus
+#else // FUZZ_GENERATOR: the seed corpus
 
 #include <errno.h>
 #include <sys/stat.h>
