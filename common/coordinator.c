@@ -444,8 +444,8 @@ static void on_checkpoint(Coord *C, int k, const json_t *b) {
     if (db_ckpt_add(C->db, C->run_id, &c, NULL) != 0) fprintf(stderr, "mdgan: warning: %s\n", mdgan_errmsg());
 }
 
-// A bad or unexpected message: answered, and logged (a flood of them only now and then, so it cannot
-// fill the database).
+// A bad or unexpected message: answered, and logged (a flood of them only now and
+// then, so it cannot fill the database).
 static void refuse(Coord *C, const WireMsg *m, uint32_t status, const char *who, const char *why) {
     if (++C->refused <= 20 || C->refused % 1000 == 0)
         coord_log(C, "warn", "refused a control message from %s: %s%s", who, why,

@@ -11,7 +11,8 @@
 // `key =  # note` sets an empty value; a string cannot start with '#' or ';').
 // Leading whitespace on a line is ignored (no multi-line values).
 // Lines are limited to CONFIG_MAX_LINE characters, room for the longest value (a
-// path) and its key. Strings are taken verbatim (no quotes, no escapes). Every error names FILE:LINE (or the --set argument) and the key.
+// path) and its key. Strings are taken verbatim (no quotes, no escapes). Every error
+// names FILE:LINE (or the --set argument) and the key.
 
 #include <limits.h>   // INT_MAX in CONFIG_KEYS
 #include <stddef.h>
