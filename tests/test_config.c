@@ -27,17 +27,10 @@ static void expect_error(int rc, const char *frag1, const char *frag2) {
     assert_int_equal(count_lines(msg), 0);
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
 // Loads text from a real file over the defaults.
 static int load_text(Config *c, const char *text, char *path, size_t pathn) {
     snprintf(path, pathn, "%s/test.conf", tmpdir);
-    write_file(path, text);
+    write_text_file(path, text);
     config_defaults(c);
     mdgan_errclear();
     return config_load(c, path);

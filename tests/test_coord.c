@@ -18,13 +18,6 @@
 // One folder for the whole file: the data, the config, the database and every run.
 static char root[1024], conf[1100], dbpath[1100], mdgan_bin[1100];
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 // Tiny models: both stages finish in seconds; frequent checkpoints give kills something
 // to land on. coord.max_restarts is high so the kill test never runs out of restarts.
 static int group_setup(void **state) {
@@ -43,7 +36,7 @@ static int group_setup(void **state) {
              "[refine]\nngf = 8\nndf = 8\nbatch = 2\nepochs = 4\nckpt_every = 3\nsample_every = 6\nkeep = 3\n"
              "[coord]\ndb = %s\nheartbeat_s = 10\nmax_restarts = 50\n",
              root, root, dbpath);
-    write_file(conf, text);
+    write_text_file(conf, text);
     return 0;
 }
 

@@ -39,13 +39,6 @@ static void mkdirs(const char *p) {
     if (system(cmd) != 0) fail_msg("%s failed", cmd);
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) fail_msg("cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void write_const_png(const char *path, int w, int h, unsigned char r, unsigned char g, unsigned char b) {
     Image im = {w, h, malloc((size_t)w * h * 3)};
     assert_non_null(im.rgb);
@@ -291,19 +284,19 @@ static void test_natural_order_and_ignored(void **state) {
     // ignored: a hidden corrupt "frame", a text file, a corrupt .gif; a hidden video
     // full of garbage; plain files in root and in the video folder
     snprintf(p, sizeof p, "%s/.0.png", clip);
-    write_text(p, "not a png");
+    write_text_file(p, "not a png");
     snprintf(p, sizeof p, "%s/notes.txt", clip);
-    write_text(p, "hello");
+    write_text_file(p, "hello");
     snprintf(p, sizeof p, "%s/thumb.gif", clip);
-    write_text(p, "GIF89a junk");
+    write_text_file(p, "GIF89a junk");
     snprintf(p, sizeof p, "%s/.trash/c", root);
     mkdirs(p);
     snprintf(p, sizeof p, "%s/.trash/c/1.png", root);
-    write_text(p, "junk");
+    write_text_file(p, "junk");
     snprintf(p, sizeof p, "%s/README.md", root);
-    write_text(p, "# data\n");
+    write_text_file(p, "# data\n");
     snprintf(p, sizeof p, "%s/cam/info.json", root);
-    write_text(p, "{}");
+    write_text_file(p, "{}");
 
     Dataset ds;
     char err[4096];
@@ -474,7 +467,7 @@ static void test_corrupt_frame(void **state) {
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(truncate(p, st.st_size / 2), 0);
     snprintf(q, sizeof q, "%s/video_002/clip_005/frame_006.png", root);
-    write_text(q, "this is not an image");
+    write_text_file(q, "this is not an image");
 
     Dataset ds;
     char err[8192];
@@ -563,7 +556,7 @@ static void test_bad_roots(void **state) {
 
     // a file
     snprintf(root, sizeof root, "%s/plain", tmpdir);
-    write_text(root, "x");
+    write_text_file(root, "x");
     assert_int_equal(dataset_open(&ds, root, 4, 8, 8, NULL, NULL), -1);
     printf("    %s\n", mdgan_errmsg());
     expect_contains("message", mdgan_errmsg(), root);
@@ -586,7 +579,7 @@ static void test_bad_roots(void **state) {
     subdir(root, sizeof root, "allbad");
     synth_tree(root, 3, 3, 8, 1, 0);
     snprintf(p, sizeof p, "%s/video_002/clip_002/frame_001.png", root);
-    write_text(p, "garbage");
+    write_text_file(p, "garbage");
     mdgan_errclear();
     assert_int_equal(open_capture(&ds, root, 4, 8, 8, err, sizeof err), -1);
     printf("    %s\n", mdgan_errmsg());

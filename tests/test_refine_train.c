@@ -27,25 +27,11 @@ static pid_t server = -1;
 // Starts mdgan-base serve of checkpoint ck on endpoint ep for root; waits until it
 // says it serves.
 static pid_t start_server_at(const char *ck, const char *ep, const char *root, const char *log) {
-    char cmd[4096], line[4096];
-    snprintf(line, sizeof line, "%s.ready", log);
-    unlink(line);
+    char cmd[8192], ready[4096], served[256];
+    snprintf(ready, sizeof ready, "%s.ready", log);
     snprintf(cmd, sizeof cmd, "%s/mdgan-base serve --checkpoint %s --set data.root=%s "
-             "--set transport.data_endpoint=%s >%s.ready 2>>%s", bin_dir(), ck, root, ep, log, log);
-    pid_t pid = spawn(cmd);
-    for (int i = 0; i < 3000; i++) {
-        unsigned char *buf;
-        size_t n;
-        if (fio_read_all(line, &buf, &n) == 0) {
-            int ready = strstr((char *)buf, "serving ") != NULL;
-            free(buf);
-            if (ready) return pid;
-        }
-        if (wait_child(pid, 0.01) != -1) fail_msg("mdgan-base serve exited early (log %s)", log);
-    }
-    stop_child(pid, SIGKILL);
-    fail_msg("mdgan-base serve did not start (log %s)", log);
-    return -1;
+             "--set transport.data_endpoint=%s >%s 2>>%s", bin_dir(), ck, root, ep, ready, log);
+    return spawn_server(cmd, ready, log, served, sizeof served);
 }
 
 static pid_t start_server(const char *root, const char *log) { return start_server_at(base_ckpt, endpoint, root, log); }
@@ -446,22 +432,8 @@ static void test_curve_over_tcp(void **state) {
     snprintf(cmd, sizeof cmd, "%s/mdgan-base serve --checkpoint %s --set data.root=%s "
              "--set transport.data_endpoint=tcp://127.0.0.1:* '--set=transport.curve_server_key=%s' "
              "'--set=transport.curve_secret_key=%s' >%s 2>%s", bin_dir(), base_ckpt, data, pub, sec, ready, log);
-    pid_t pid = spawn(cmd);
-    char ep[256] = "";
-    for (int i = 0; i < 3000 && !ep[0]; i++) {
-        unsigned char *buf;
-        size_t n;
-        if (fio_read_all(ready, &buf, &n) == 0) {
-            const char *p = strstr((char *)buf, "serving ");
-            if (p) snprintf(ep, sizeof ep, "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
-            free(buf);
-        }
-        if (!ep[0]) usleep(10000);
-    }
-    if (!ep[0]) {
-        stop_child(pid, SIGKILL);
-        fail_msg("the CURVE server did not start (log %s)", log);
-    }
+    char ep[256];
+    pid_t pid = spawn_server(cmd, ready, log, ep, sizeof ep);
     printf("    CURVE server on %s\n", ep);
     char extra[1024];
     snprintf(extra, sizeof extra, "--steps 2 --base %s '--set=transport.curve_server_key=%s'", ep, pub);

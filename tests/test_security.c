@@ -13,13 +13,6 @@
 static char root[1024], conf[1100], dbpath[1100], base_ckpt[1200];
 static char pub[41], sec[41], other_pub[41], other_sec[41];
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 // Data, a tiny config and one Stage I checkpoint to serve.
 static int group_setup(void **state) {
     (void)state;
@@ -38,7 +31,7 @@ static int group_setup(void **state) {
              "val_fraction = 0.25\n[base]\nngf = 8\nndf = 8\nbatch = 2\nepochs = 8\nckpt_every = 4\nsample_every = 12\n"
              "[refine]\nngf = 8\nndf = 8\nbatch = 2\nepochs = 2\n[coord]\ndb = %s\nheartbeat_s = 20\n",
              root, root, dbpath);
-    write_file(conf, text);
+    write_text_file(conf, text);
     if (run_cmd(out, sizeof out, "%s/mdgan-base train --config %s --steps 1", bin_dir(), conf) != 0)
         fail_msg("base train: %s", out);
     snprintf(base_ckpt, sizeof base_ckpt, "%s/runs/sec/checkpoints/base_step_00000001.safetensors", root);
@@ -120,23 +113,7 @@ static pid_t start_curve_serve(const char *tag, char *ep, size_t epn, char *log,
     snprintf(cmd, sizeof cmd, "%s/mdgan-base serve --checkpoint %s --config %s --set transport.data_endpoint=tcp://127.0.0.1:* "
              "'--set=transport.curve_server_key=%s' '--set=transport.curve_secret_key=%s' >%s 2>%s",
              bin_dir(), base_ckpt, conf, pub, sec, ready, log);
-    pid_t pid = spawn(cmd);
-    ep[0] = 0;
-    for (int i = 0; i < 3000 && !ep[0]; i++) {
-        unsigned char *buf;
-        size_t n;
-        if (fio_read_all(ready, &buf, &n) == 0) {
-            const char *p = strstr((char *)buf, "serving ");
-            if (p) snprintf(ep, epn, "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
-            free(buf);
-        }
-        if (!ep[0]) usleep(10000);
-    }
-    if (!ep[0]) {
-        stop_child(pid, SIGKILL);
-        fail_msg("serve did not start (log %s)", log);
-    }
-    return pid;
+    return spawn_server(cmd, ready, log, ep, epn);
 }
 
 // A plain ZeroMQ peer (no CURVE) and a CURVE peer with another server key each send

@@ -64,6 +64,33 @@ static inline int stop_child(pid_t pid, int sig) {
     return status;
 }
 
+// Starts a server (`mdgan-base serve ...`, cmd with its redirections) whose standard
+// output goes to ready_file, and waits up to 30 s for its line "serving ENDPOINT"; the
+// endpoint goes to ep. Fails the test, naming log, if the server exits or never serves.
+static inline pid_t spawn_server(const char *cmd, const char *ready_file, const char *log, char *ep, size_t epn) {
+    unlink(ready_file);
+    pid_t pid = spawn(cmd);
+    for (int i = 0; i < 3000; i++) {
+        char buf[4096];
+        size_t n = 0;
+        FILE *f = fopen(ready_file, "r");
+        if (f) {
+            n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+        }
+        buf[n] = '\0';
+        const char *p = strstr(buf, "serving ");
+        if (p && strchr(p, '\n')) {
+            snprintf(ep, epn, "%.*s", (int)strcspn(p + 8, "\n"), p + 8);
+            return pid;
+        }
+        if (wait_child(pid, 0.01) != -1) fail_msg("the server exited before it served (log %s)", log);
+    }
+    stop_child(pid, SIGKILL);
+    fail_msg("the server did not start within 30 s (log %s)", log);
+    return -1;
+}
+
 // Every tensor of a equals b's bit for bit, and the step and RNG state agree.
 static inline void expect_same_checkpoint(const char *a, const char *b) {
     StFile fa, fb;

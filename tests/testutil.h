@@ -31,6 +31,14 @@ static inline const char *bin_dir(void) {
     return d && *d ? d : "bin";
 }
 
+// Writes text to path (created or truncated), or fails the test naming the file.
+static inline void write_text_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot write %s", path);
+    size_t n = strlen(text);
+    if (fwrite(text, 1, n, f) != n || fclose(f) != 0) fail_msg("cannot write %s", path);
+}
+
 static inline void fixture_path(char *out, size_t n, const char *name) {
     snprintf(out, n, "%s/%s", fixtures_dir(), name);
 }
