@@ -9,13 +9,6 @@
 
 #include "mdgan/fileio.h"
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    if (!fp) fail_msg("cannot create %s", path);
-    assert_int_equal(fwrite(data, 1, n, fp), n);
-    assert_int_equal(fclose(fp), 0);
-}
-
 // Content of path must be exactly (data, n).
 static void expect_file(const char *path, const void *data, size_t n) {
     unsigned char *buf;
@@ -67,7 +60,7 @@ static void test_sha256_file_streams(void **state) {
     char *a = malloc(n);
     assert_non_null(a);
     memset(a, 'a', n);
-    write_file(path, a, n);
+    write_bytes_file(path, a, n);
     assert_int_equal(fio_sha256_file(path, hex), 0);
     assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
     free(a);
@@ -119,7 +112,7 @@ static void test_write_atomic_replaces(void **state) {
     char dir[4096], path[4200];
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/f.txt", dir);
-    write_file(path, "old content", 11);
+    write_bytes_file(path, "old content", 11);
     const void *b[1] = {"new"};
     size_t l[1] = {3};
     assert_int_equal(fio_write_atomic(path, b, l, 1), 0);
@@ -135,7 +128,7 @@ static void test_write_replace(void **state) {
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/f.png", dir);
     snprintf(missing, sizeof missing, "%s/missing/f.png", dir);
-    write_file(path, "old content", 11);
+    write_bytes_file(path, "old content", 11);
     const void *b[2] = {"ne", "w"};
     size_t l[2] = {2, 1};
     assert_int_equal(fio_write_replace(path, b, l, 2), 0);
@@ -167,7 +160,7 @@ static void test_write_atomic_unwritable_folder(void **state) {
     char dir[4096], path[4200], msg[1024] = "";
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/f.txt", dir);
-    write_file(path, "old content", 11);
+    write_bytes_file(path, "old content", 11);
     assert_int_equal(chmod(dir, 0555), 0);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -211,7 +204,7 @@ static void test_write_atomic_write_fails(void **state) {
     char dir[4096], path[4200];
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/f.txt", dir);
-    write_file(path, "old content", 11);
+    write_bytes_file(path, "old content", 11);
     size_t n = 1 << 16;
     char *big = malloc(n);
     assert_non_null(big);
@@ -246,7 +239,7 @@ static void test_write_atomic_rename_fails(void **state) {
     snprintf(path, sizeof path, "%s/target", dir);
     snprintf(inner, sizeof inner, "%s/keep", path);
     assert_int_equal(mkdir(path, 0755), 0);
-    write_file(inner, "keep", 4);
+    write_bytes_file(inner, "keep", 4);
     const void *b[1] = {"new"};
     size_t l[1] = {3};
     assert_int_equal(fio_write_atomic(path, b, l, 1), -1);
@@ -272,7 +265,7 @@ static void test_mkdir_p(void **state) {
     assert_int_equal(stat(path, &st), 0);
     // A file in the way, at the end and in the middle.
     snprintf(file, sizeof file, "%s/a/file", dir);
-    write_file(file, "x", 1);
+    write_bytes_file(file, "x", 1);
     assert_int_equal(fio_mkdir_p(file, 0755), -1);
     expect_msg_has(file);
     snprintf(path, sizeof path, "%s/a/file/sub", dir);
@@ -288,7 +281,7 @@ static void test_sidecar_roundtrip(void **state) {
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
     snprintf(side, sizeof side, "%s.sha256", path);
-    write_file(path, "abc", 3);
+    write_bytes_file(path, "abc", 3);
     assert_int_equal(fio_write_sha256_sidecar(path, NULL), 0);
     snprintf(expect, sizeof expect,
              "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  ckpt.safetensors\n");
@@ -309,10 +302,10 @@ static void test_sidecar_flipped_byte(void **state) {
     snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
     unsigned char data[1000];
     for (int i = 0; i < 1000; i++) data[i] = (unsigned char)(i * 7);
-    write_file(path, data, sizeof data);
+    write_bytes_file(path, data, sizeof data);
     assert_int_equal(fio_write_sha256_sidecar(path, NULL), 0);
     data[517] ^= 0x10;
-    write_file(path, data, sizeof data);
+    write_bytes_file(path, data, sizeof data);
     assert_int_equal(fio_verify_sha256_sidecar(path), -1);
     expect_msg_has(path);
     expect_msg_has("sha256 mismatch");
@@ -325,20 +318,20 @@ static void test_sidecar_bad(void **state) {
     make_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
     snprintf(side, sizeof side, "%s.sha256", path);
-    write_file(path, "abc", 3);
+    write_bytes_file(path, "abc", 3);
     assert_int_equal(fio_verify_sha256_sidecar(path), -1);   // no sidecar
     expect_msg_has(side);
-    write_file(side, "ba7816bf  ckpt.safetensors\n", 27);     // short digest
+    write_bytes_file(side, "ba7816bf  ckpt.safetensors\n", 27);     // short digest
     assert_int_equal(fio_verify_sha256_sidecar(path), -1);
     expect_msg_has(side);
     expect_msg_has("not a sha256sum line");
     const char *other = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  other.bin\n";
-    write_file(side, other, strlen(other));
+    write_bytes_file(side, other, strlen(other));
     assert_int_equal(fio_verify_sha256_sidecar(path), -1);
     expect_msg_has("other.bin");
     // Upper-case digest and binary-mode marker are what sha256sum also accepts.
     const char *up = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD *ckpt.safetensors\n";
-    write_file(side, up, strlen(up));
+    write_bytes_file(side, up, strlen(up));
     assert_int_equal(fio_verify_sha256_sidecar(path), 0);
     rm_rf(dir);
 }

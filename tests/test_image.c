@@ -68,13 +68,6 @@ static Image smooth_image(int w, int h) {
     return im;
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (n) assert_int_equal(fwrite(data, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
 static unsigned char *read_bytes(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
@@ -491,16 +484,16 @@ static void test_bad_files(void **state) {
         tpath(path, sizeof path, names[k]);
         switch (k) {
         case MISSING: break;
-        case EMPTY: write_bytes(path, "", 0); break;
-        case TRUNC_PNG: write_bytes(path, png, npng / 2); break;
-        case TRUNC_PNG_HEADER: write_bytes(path, png, 20); break;
-        case NO_IEND: write_bytes(path, png, npng - 12); break; // all pixels, no IEND chunk
+        case EMPTY: write_bytes_file(path, "", 0); break;
+        case TRUNC_PNG: write_bytes_file(path, png, npng / 2); break;
+        case TRUNC_PNG_HEADER: write_bytes_file(path, png, 20); break;
+        case NO_IEND: write_bytes_file(path, png, npng - 12); break; // all pixels, no IEND chunk
         case CORRUPT_PNG: { // one flipped byte inside IDAT: the chunk CRC catches it
             unsigned char *b = malloc(npng);
             assert_non_null(b);
             memcpy(b, png, npng);
             b[find_idat(b, npng) + 40] ^= 0x55;
-            write_bytes(path, b, npng);
+            write_bytes_file(path, b, npng);
             free(b);
             break;
         }
@@ -509,7 +502,7 @@ static void test_bad_files(void **state) {
             assert_non_null(b);
             memcpy(b, png, npng);
             b[32] ^= 1;
-            write_bytes(path, b, npng);
+            write_bytes_file(path, b, npng);
             free(b);
             break;
         }
@@ -517,7 +510,7 @@ static void test_bad_files(void **state) {
             size_t sos = 2;
             while (sos + 1 < njpg && !(jpg[sos] == 0xFF && jpg[sos + 1] == 0xDA)) sos++;
             assert_true(sos + 100 < njpg);
-            write_bytes(path, jpg, sos + (njpg - sos) / 2);
+            write_bytes_file(path, jpg, sos + (njpg - sos) / 2);
             break;
         }
         case CORRUPT_JPG: { // Huffman table counts summing past 256: a damaged header
@@ -529,11 +522,11 @@ static void test_bad_files(void **state) {
             while (i + 21 < njpg && !(b[i] == 0xFF && b[i + 1] == 0xC4)) i++;
             assert_true(i + 21 < njpg);
             memset(b + i + 5, 0xFF, 16); // after marker, length (2) and class/id (1)
-            write_bytes(path, b, njpg);
+            write_bytes_file(path, b, njpg);
             free(b);
             break;
         }
-        case TEXT_PNG: write_bytes(path, "hello, I am not a picture\n", 26); break;
+        case TEXT_PNG: write_bytes_file(path, "hello, I am not a picture\n", 26); break;
         case DIRECTORY: assert_int_equal(mkdir(path, 0755), 0); break;
         case HUGE_PNG: { // a valid header claiming 20000x10, a stub IDAT
             unsigned char b[64];
@@ -543,7 +536,7 @@ static void test_bad_files(void **state) {
             append_chunk(b, &n, "IHDR", ihdr, 13);
             append_chunk(b, &n, "IDAT", (const unsigned char *)"\x78\x9c", 2); // png_read_info stops here
             append_chunk(b, &n, "IEND", NULL, 0);
-            write_bytes(path, b, n);
+            write_bytes_file(path, b, n);
             break;
         }
         case HUGE_JPG: { // a real 20000x8 JPEG
@@ -552,7 +545,7 @@ static void test_bad_files(void **state) {
             image_free(&big);
             break;
         }
-        case TINY: write_bytes(path, "\xFF\xD8", 2); break; // shorter than any signature
+        case TINY: write_bytes_file(path, "\xFF\xD8", 2); break; // shorter than any signature
         case HUGE_CHUNK: { // the fuzzer's find: a zTXt whose length field says 1.9 GB,
             // which libpng allocated before reading (no rlimit here to prove it: the
             // message, naming the chunk, says the loader refused it before libpng did)
@@ -562,7 +555,7 @@ static void test_bad_files(void **state) {
             memcpy(b, png, 33); // signature and IHDR
             memcpy(b + 33, "\x74\x45\x58\x74zTXt", 8);
             memset(b + 41, 'S', 16);
-            write_bytes(path, b, n);
+            write_bytes_file(path, b, n);
             free(b);
             break;
         }

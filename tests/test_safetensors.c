@@ -23,13 +23,6 @@ static int teardown(void **state) {
 
 static void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_dir, name); }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    if (!fp) fail_msg("cannot create %s", path);
-    assert_int_equal(fwrite(data, 1, n, fp), n);
-    assert_int_equal(fclose(fp), 0);
-}
-
 // A safetensors file written by hand: length, header exactly as given (no padding,
 // like a minimal Python writer), then ndata bytes 0, 1, 2, ...
 static void write_raw_st(const char *path, uint64_t hlen, const char *header, size_t ndata) {
@@ -39,7 +32,7 @@ static void write_raw_st(const char *path, uint64_t hlen, const char *header, si
     memcpy(b, &hlen, 8);
     memcpy(b + 8, header, jl);
     for (size_t i = 0; i < ndata; i++) b[8 + jl + i] = (unsigned char)i;
-    write_bytes(path, b, n);
+    write_bytes_file(path, b, n);
     free(b);
 }
 
@@ -267,7 +260,7 @@ static void test_python_style_file(void **state) {
     memcpy(b + 8, h, jl);
     memcpy(b + 8 + jl, w, 8);
     memcpy(b + 8 + jl + 8, &step, 8);
-    write_bytes(path, b, 8 + jl + 16);
+    write_bytes_file(path, b, 8 + jl + 16);
 
     StFile f;
     if (st_open(&f, path) != 0) fail_msg("%s", mdgan_errmsg());
@@ -357,7 +350,7 @@ static void test_reject(void **state) {
     if (c->header)
         write_raw_st(path, c->hlen < 0 ? strlen(c->header) : (uint64_t)c->hlen, c->header, c->ndata);
     else
-        write_bytes(path, "\x10\0\0\0\0", c->nraw);
+        write_bytes_file(path, "\x10\0\0\0\0", c->nraw);
     StFile f;
     memset(&f, 0x55, sizeof f);
     mdgan_errclear();

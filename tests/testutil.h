@@ -31,12 +31,14 @@ static inline const char *bin_dir(void) {
     return d && *d ? d : "bin";
 }
 
-// Writes text to path (created or truncated), or fails the test naming the file.
-static inline void write_text_file(const char *path, const char *text) {
+// Writes n bytes to path (created or truncated), or fails the test naming the file.
+static inline void write_bytes_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot write %s", path);
-    size_t n = strlen(text);
-    if (fwrite(text, 1, n, f) != n || fclose(f) != 0) fail_msg("cannot write %s", path);
+    if (!f) fail_msg("cannot create %s", path);
+    if ((n && fwrite(data, 1, n, f) != n) | (fclose(f) != 0)) fail_msg("cannot write %s", path);
+}
+static inline void write_text_file(const char *path, const char *text) {
+    write_bytes_file(path, text, strlen(text));
 }
 
 static inline void fixture_path(char *out, size_t n, const char *name) {
