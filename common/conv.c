@@ -157,7 +157,7 @@ static int dw_splits(const ConvShape *s) {
 }
 
 // The workspace: a tile per thread, then the small weight gradients' partials, then
-// the packed weights.
+// the packed weights, then the batched weight gradients' copy of dY (batched_at).
 static size_t partials_floats(const ConvShape *s) {
     return dw_by_columns(s) ? (size_t)s->N * dw_splits(s) * dw_floats(s) : 0;
 }
