@@ -3,7 +3,9 @@
 //   col (Ck, L) = vol2col(x_n)         col[(c,kt,kh,kw), (ot,oh,ow)] = x_n[c, ot*sT-pT+kt, ...]
 //   conv:    y_n (K, L)  = W (K, Ck) col
 //   adjoint: col = W^T y_n, then x_n += col2vol(col)
-// (tiled, see "tiles" below).
+// (tiled, see "tiles" below). Where output lines are whole vectors, our kernels read col
+// in place from the input lines split into stride phases and add W^T y_n straight into
+// them, instead of copying col out and back (see "the column matrix read in place").
 #include "mdgan/conv.h"
 
 #include <cblas.h>
@@ -361,6 +363,106 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
     }
 }
 
+// ---- the column matrix read in place ----
+// Where each output line is whole vectors (oW a multiple of 16), our kernels read the
+// column matrix straight from the input lines split into stride phases (a "region":
+// the lines a tile reaches, split once) instead of from a copied column tile: a row
+// (c, kt, kh, kw) of the tile is, line by line, a run of oW floats at tap_start(kw) of
+// the split line (it, ih), and a column tile is 8 to 64 times the region's size
+// (kernel volume / stride volume). Region layout: [c][tt][hh][line_floats], tt =
+// (ot - ot0)*sT + kt over the tile's first output slice ot0, hh = oh*sH + kh (the
+// input line ih = hh - pH, so padding lines are zero lines in place); so element
+// (r, column of line q at ow) is at row[r] + run[q's run] + ow % 16, the GemmRuns of
+// gemm.h. The values are those vol2col copies, the products the same, bit for bit.
+
+static size_t region_lines_h(const ConvShape *s) { return (size_t)s->H + 2 * (size_t)s->pH; }
+// Slices of a region for tiles of `lines` output lines (any alignment).
+static size_t region_slices(const ConvShape *s, size_t lines) {
+    return ((lines - 1) / (size_t)s->oH + 1) * (size_t)s->sT + (size_t)s->kT;
+}
+static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
+    return (size_t)channels * region_slices(s, lines) * region_lines_h(s) * line_floats(s);
+}
+// A thread's part for the runs path: the region of `channels` channels, then its row
+// offsets and run offsets (one per 16 columns), as ptrdiff_t.
+static size_t runs_part_floats(const ConvShape *s, size_t lines, int channels) {
+    const size_t rows = (size_t)channels * kvol(s), runs = lines * (size_t)s->oW / 16 + 1;
+    return (region_floats(s, lines, channels) + 15) / 16 * 16 + (rows + runs) * (sizeof(ptrdiff_t) / sizeof(float));
+}
+static int runs_on = 1;
+void conv_use_runs(int on) { __atomic_store_n(&runs_on, on, __ATOMIC_RELAXED); }
+static int runs_fit(const ConvShape *s, size_t lines, int channels) {
+    return __atomic_load_n(&runs_on, __ATOMIC_RELAXED) && gemm_own() && s->oW % 16 == 0 &&
+           runs_part_floats(s, lines, channels) <= tile_floats(s);
+}
+
+// The region at part for channels [c0, c1) of sample x and the tile [q0, q1), with its
+// offsets: b->row[i] for rows c0*kvol + i, b->run[j] for the tile's runs of 16 columns.
+// split: the input lines split into it (zero lines for padding); else all zeros, for a
+// product to add into (region_add_back then adds it to the volume). The slice stride
+// is for tiles of `lines` lines.
+static void region_fill(GemmRuns *b, float *part, const float *x, const ConvShape *s, size_t lines, int c0, int c1,
+                        size_t q0, size_t q1, int split) {
+    const size_t lf = line_floats(s), hp = region_lines_h(s), slices = region_slices(s, lines);
+    const int ot0 = (int)(q0 / s->oH), ot1 = (int)((q1 - 1) / s->oH);
+    const int used = (ot1 - ot0) * s->sT + s->kT; // slices this tile reaches
+    float *region = part;
+    ptrdiff_t *row = (ptrdiff_t *)(part + (region_floats(s, lines, c1 - c0) + 15) / 16 * 16);
+    ptrdiff_t *run = row + (size_t)(c1 - c0) * kvol(s);
+    for (int c = c0; c < c1; c++)
+        for (int tt = 0; tt < used; tt++) {
+            const int it = ot0 * s->sT - s->pT + tt;
+            float *slice = region + ((size_t)(c - c0) * slices + (size_t)tt) * hp * lf;
+            memset(slice, 0, sizeof(float) * hp * lf);
+            if (!split || it < 0 || it >= s->T) continue;
+            for (int ih = 0; ih < s->H; ih++)
+                split_line(slice + (size_t)(ih + s->pH) * lf, x + (((size_t)c * s->T + it) * s->H + ih) * s->W, s);
+        }
+    int r = 0;
+    for (int c = 0; c < c1 - c0; c++)
+        for (int kt = 0; kt < s->kT; kt++)
+            for (int kh = 0; kh < s->kH; kh++)
+                for (int kw = 0; kw < s->kW; kw++)
+                    row[r++] = (ptrdiff_t)((((size_t)c * slices + (size_t)kt) * hp + (size_t)kh) * lf + tap_start(s, kw));
+    const size_t cols = (q1 - q0) * (size_t)s->oW;
+    for (size_t j = 0; j * 16 < cols; j++) {
+        const size_t q = q0 + j * 16 / (size_t)s->oW, ow0 = j * 16 % (size_t)s->oW;
+        const size_t ot = q / (size_t)s->oH, oh = q % (size_t)s->oH;
+        run[j] = (ptrdiff_t)((((ot - (size_t)ot0) * (size_t)s->sT) * hp + oh * (size_t)s->sH) * lf + ow0);
+    }
+    b->base = region, b->row = row, b->run = run;
+}
+
+// x[c0..c1) += the region's lines (the data positions of each split line, padding
+// lines and padding positions dropped): the adjoint of region_fill's split.
+static void region_add_back(float *x, const float *region, const ConvShape *s, size_t lines, int c0, int c1,
+                            size_t q0, size_t q1) {
+    const size_t lf = line_floats(s), hp = region_lines_h(s), slices = region_slices(s, lines);
+    const size_t len = phase_len(s), pad = line_pad(s);
+    const int ot0 = (int)(q0 / s->oH), ot1 = (int)((q1 - 1) / s->oH);
+    const int used = (ot1 - ot0) * s->sT + s->kT, W = s->W, st = s->sW;
+    for (int c = c0; c < c1; c++)
+        for (int tt = 0; tt < used; tt++) {
+            const int it = ot0 * s->sT - s->pT + tt;
+            if (it < 0 || it >= s->T) continue;
+            const float *slice = region + ((size_t)(c - c0) * slices + (size_t)tt) * hp * lf;
+            for (int ih = 0; ih < s->H; ih++) {
+                const float *restrict ph = slice + (size_t)(ih + s->pH) * lf;
+                float *restrict row = x + (((size_t)c * s->T + it) * s->H + ih) * s->W;
+                if (st == 1) {
+                    for (int j = 0; j < W; j++) row[j] += ph[pad + j];
+                } else if (st == 2) {
+                    const float *restrict e = ph + pad, *restrict o = ph + len + pad;
+                    for (int j = 0; j < W / 2; j++) row[2 * j] += e[j], row[2 * j + 1] += o[j];
+                    if (W & 1) row[W - 1] += e[W / 2];
+                } else {
+                    for (int m = 0; m < st; m++)
+                        for (int j = 0; m + j * st < W; j++) row[m + j * st] += ph[m * len + pad + j];
+                }
+            }
+        }
+}
+
 // ---- whole-volume convolutions ----
 // When the kernel covers the whole (unpadded) input, the output is one point and the
 // column of sample n is its volume as it lies in memory (row (c, kt, kh, kw) is
@@ -414,6 +516,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
     const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
+    const int runs = runs_fit(s, lines, s->C);
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // each thread's view of the one packed W
@@ -425,9 +528,16 @@ static void gather_columns(float *out, float beta, const float *vol, const float
             const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
             const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
             int cols = (int)((q1 - q0) * s->oW);
-            vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
-            gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, col, cols, beta,
-                           out + ((size_t)n * s->K + k0) * L + q0 * s->oW, L);
+            const float *xn = vol + (size_t)n * s->C * vol_plane(s);
+            float *dst = out + ((size_t)n * s->K + k0) * L + q0 * s->oW;
+            if (runs && pw.p) {
+                GemmRuns b;
+                region_fill(&b, col, xn, s, lines, 0, s->C, q0, q1, 1);
+                gemm_nn_packed_runs(&pw, k0, k1 - k0, cols, &b, beta, dst, L);
+            } else {
+                vol2col_tile(col, xn, s, 0, Ck, q0, q1, col + tile_part(s));
+                gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, col, cols, beta, dst, L);
+            }
         }
     }
 }
@@ -443,12 +553,20 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const size_t lines = gather_lines(s), tiles = gather_tiles(s), nd = dw_floats(s);
     const long items = (long)s->N * per;
     float *partials = partials_at(s, ws);
+    const int runs = runs_fit(s, lines, s->C);
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
         const int n = (int)(i / per), part = (int)(i % per);
         const size_t t0 = tiles * part / per, t1 = tiles * (part + 1) / per;
-        for (size_t t = t0; t < t1; t++) {
+        for (size_t t = t0; t < t1 && runs; t++) {
+            const size_t q0 = t * lines, q1 = tile_end(s, q0, lines);
+            GemmRuns a;
+            region_fill(&a, col, vol + (size_t)n * s->C * vol_plane(s), s, lines, 0, s->C, q0, q1, 1);
+            gemm_nt_runs(Ck, s->K, (int)((q1 - q0) * s->oW), &a, colside + (size_t)n * s->K * L + q0 * s->oW, L,
+                         t == t0 ? 0.0f : 1.0f, partials + (size_t)i * nd, s->K);
+        }
+        for (size_t t = t0; t < t1 && !runs; t++) {
             const size_t q0 = t * lines, q1 = tile_end(s, q0, lines);
             const int cols = (int)((q1 - q0) * s->oW);
             vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
@@ -540,6 +658,9 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     const int groups = (s->C + per - 1) / per;
     const size_t lines = tile_lines(s, (size_t)per * kv);
     const long items = (long)s->N * groups;
+    // in place: the product added into a region of the group's channels, then the
+    // region added to the volume (kv % 8: each group's rows start a panel of W^T)
+    const int runs = kv % 8 == 0 && runs_fit(s, lines, per);
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // W^T (Ck, K), packed once
@@ -548,13 +669,22 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
         for (long i = 0; i < items; i++) {
             float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
             int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
-            for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+            float *xn = vol + (size_t)n * s->C * vol_plane(s);
+            for (size_t q0 = 0; q0 < lines_total(s) && runs && pw.p; q0 += lines) {
+                const size_t q1 = tile_end(s, q0, lines);
+                GemmRuns c;
+                region_fill(&c, col, NULL, s, lines, c0, c1, q0, q1, 0);
+                gemm_nn_packed_into_runs(&pw, c0 * kv, (c1 - c0) * kv, (int)((q1 - q0) * s->oW),
+                                         colside + (size_t)n * s->K * L + q0 * s->oW, L, &c);
+                region_add_back(xn, col, s, lines, c0, c1, q0, q1);
+            }
+            for (size_t q0 = 0; q0 < lines_total(s) && !(runs && pw.p); q0 += lines) {
                 size_t q1 = tile_end(s, q0, lines);
                 int cols = (int)((q1 - q0) * s->oW);
                 // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
                 gemm_nn_packed(&pw, c0 * kv, (c1 - c0) * kv, cols, w, Ck, 1,
                                colside + (size_t)n * s->K * L + q0 * s->oW, L, 0.0f, col, cols);
-                col2vol_tile_add(vol + (size_t)n * s->C * vol_plane(s), col, s, c0, c1, q0, q1, col + tile_part(s));
+                col2vol_tile_add(xn, col, s, c0, c1, q0, q1, col + tile_part(s));
             }
         }
     }

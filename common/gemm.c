@@ -11,6 +11,10 @@
 // per call (gemm_pack_a) for all its tiles: with a few dozen columns a tile, packing
 // them per tile cost a quarter of the product.
 //
+// The same tile reads B as runs of 16 floats from anywhere (GemmRuns: the column
+// matrix of a convolution read in place) or adds its result into C as runs (the
+// column matrix's adjoint), specialized from one body at compile time.
+//
 // gemm_nt (B given as (N, K): the weight gradients, sums along the columns): both
 // operands run along k in memory, so each element of C is a dot product: a 4 x 4 block
 // of C keeps 16 vector sums of 16 lanes fed by 4 rows of A and 4 of B, reduced across
@@ -89,32 +93,59 @@ static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int
 static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 // C[0..rows) x [0..ncols) (ncols <= NR) = or += the panel ap (kc x MR) times B's strip.
-AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
-                            int ldc, int rows, int ncols, int add) {
+// The one register tile behind three callers, specialized at compile time:
+// - B in place (boff NULL): row k of the strip at B + k*ldb; or as runs: its first 16
+//   columns at B + boff[k], the next 16 at b1 + boff[k];
+// - C in place (crow NULL): row m at C + m*ldc; or as runs, added to: row m's halves at
+//   C + crow[m] and c1 + crow[m].
+AVX512 static inline __attribute__((always_inline)) void
+micro_nn_body(int kc, const float *restrict ap, const float *B, int ldb, const ptrdiff_t *restrict boff,
+              const float *b1, float *C, int ldc, const ptrdiff_t *crow, float *c1, int rows, int ncols, int add) {
     const __mmask16 k0 = lanes(ncols), k1 = lanes(ncols - 16);
     __m512 c[MR][2];
     for (int m = 0; m < MR; m++) c[m][0] = c[m][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        const float *b = B + (size_t)k * ldb;
-        const __m512 b0 = _mm512_maskz_loadu_ps(k0, b), b1 = _mm512_maskz_loadu_ps(k1, b + 16);
+        __m512 b0v, b1v;
+        if (boff) {
+            const ptrdiff_t o = boff[k];
+            b0v = _mm512_maskz_loadu_ps(k0, B + o), b1v = _mm512_maskz_loadu_ps(k1, b1 + o);
+        } else {
+            const float *b = B + (size_t)k * ldb;
+            b0v = _mm512_maskz_loadu_ps(k0, b), b1v = _mm512_maskz_loadu_ps(k1, b + 16);
+        }
         const float *a = ap + (size_t)k * MR;
 #pragma GCC unroll 8
         for (int m = 0; m < MR; m++) {
             const __m512 am = _mm512_set1_ps(a[m]);
-            c[m][0] = _mm512_fmadd_ps(am, b0, c[m][0]);
-            c[m][1] = _mm512_fmadd_ps(am, b1, c[m][1]);
+            c[m][0] = _mm512_fmadd_ps(am, b0v, c[m][0]);
+            c[m][1] = _mm512_fmadd_ps(am, b1v, c[m][1]);
         }
     }
+    // rows of C as runs may overlap (taps of one input line): each row is loaded after
+    // the store of the row before it
     for (int m = 0; m < rows; m++) {
-        float *cm = C + (size_t)m * ldc;
+        float *cm0 = crow ? C + crow[m] : C + (size_t)m * ldc, *cm1 = crow ? c1 + crow[m] : cm0 + 16;
         __m512 v0 = c[m][0], v1 = c[m][1];
         if (add) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cm), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cm + 16), v1);
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cm0), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cm1), v1);
         }
-        _mm512_mask_storeu_ps(cm, k0, v0);
-        _mm512_mask_storeu_ps(cm + 16, k1, v1);
+        _mm512_mask_storeu_ps(cm0, k0, v0);
+        _mm512_mask_storeu_ps(cm1, k1, v1);
     }
+}
+
+AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
+                            int ldc, int rows, int ncols, int add) {
+    micro_nn_body(kc, ap, B, ldb, NULL, NULL, C, ldc, NULL, NULL, rows, ncols, add);
+}
+AVX512 static void micro_nn_runs(int kc, const float *restrict ap, const ptrdiff_t *boff, const float *b0,
+                                 const float *b1, float *restrict C, int ldc, int rows, int ncols, int add) {
+    micro_nn_body(kc, ap, b0, 0, boff, b1, C, ldc, NULL, NULL, rows, ncols, add);
+}
+AVX512 static void micro_nn_into_runs(int kc, const float *restrict ap, const float *restrict B, int ldb, float *c0,
+                                      float *c1, const ptrdiff_t *crow, int rows, int ncols) {
+    micro_nn_body(kc, ap, B, ldb, NULL, NULL, c0, 0, crow, c1, rows, ncols, 1);
 }
 
 // One block of k: C's first `rows` rows, strips of NR columns, each strip over every
@@ -127,6 +158,21 @@ AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, cons
         for (int p = 0; p < panels; p++) {
             const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
             micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols, add);
+        }
+    }
+}
+
+// panels_times_b on B as runs, rows k0 .. k0+kc of it.
+AVX512 static void panels_times_runs(int rows, int N, int kc, const float *ap, const GemmRuns *b, int k0, int add,
+                                     float *C, int ldc) {
+    const int panels = (rows + MR - 1) / MR;
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        const float *b0 = b->base + b->run[j0 / 16], *b1 = ncols > 16 ? b->base + b->run[j0 / 16 + 1] : b0;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            micro_nn_runs(kc, ap + (size_t)p * kc * MR, b->row + k0, b0, b1, C + (size_t)r0 * ldc + j0, ldc, nr,
+                          ncols, add);
         }
     }
 }
@@ -157,25 +203,60 @@ AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N
     }
 }
 
+// C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
+AVX512 static void panels_into_runs(int rows, int N, int kc, const float *ap, const float *B, int ldb,
+                                    const GemmRuns *c) {
+    const int panels = (rows + MR - 1) / MR;
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        float *c0 = (float *)c->base + c->run[j0 / 16], *c1 = ncols > 16 ? (float *)c->base + c->run[j0 / 16 + 1] : c0;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            micro_nn_into_runs(kc, ap + (size_t)p * kc * MR, B + j0, ldb, c0, c1, c->row + r0, nr, ncols);
+        }
+    }
+}
+
+AVX512 static void own_gemm_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                                             const GemmRuns *c) {
+    for (int k0 = 0; k0 < pa->K; k0 += KC) {
+        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
+        panels_into_runs(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, c);
+    }
+}
+
+AVX512 static void own_gemm_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b,
+                                        int first_add, float *C, int ldc) {
+    for (int k0 = 0; k0 < pa->K; k0 += KC) {
+        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
+        panels_times_runs(rows, N, kc, ap, b, k0, first_add || k0 > 0, C, ldc);
+    }
+}
+
 // gemm_nt's tile: C[i][j] (i < mr, j < nr, both <= 4) = or += sum_k A[i][k] B[j][k], as 16
-// vector sums of 16 lanes each, reduced across lanes together at the end. Rows past mr or nr
-// read row 0 again and are not stored. (Written out by hand: with arrays of vectors
-// the compiler kept the sums in memory, at half this rate.)
-AVX512 static void micro_nt(int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc, int mr, int nr,
-                            int add) {
-    const float *a0 = A, *a1 = A + (mr > 1 ? lda : 0), *a2 = A + (mr > 2 ? 2 * (size_t)lda : 0),
-                *a3 = A + (mr > 3 ? 3 * (size_t)lda : 0);
+// vector sums of 16 lanes each, reduced across lanes together at the end. a[i]: row i
+// of A (rows past mr repeat row 0 and are not stored); with run (A as runs), A[i][k] is
+// a[i][run[k / 16] + k % 16], else a[i][k]. (Written out by hand: with arrays of
+// vectors the compiler kept the sums in memory, at half this rate.)
+AVX512 static inline __attribute__((always_inline)) void
+micro_nt_body(int K, const float *const a[4], const ptrdiff_t *run, const float *B, int ldb, float *C, int ldc,
+              int mr, int nr, int add) {
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     const float *b0 = B, *b1 = B + (nr > 1 ? ldb : 0), *b2 = B + (nr > 2 ? 2 * (size_t)ldb : 0),
                 *b3 = B + (nr > 3 ? 3 * (size_t)ldb : 0);
     __m512 s[4][4];
     for (int i = 0; i < 4; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm512_setzero_ps();
     __m512 x0, x1, x2, x3, y;
+    ptrdiff_t ak;
 #define NT_ROW(j, bj, LOAD)                                                                                            \
     y = LOAD(bj + k);                                                                                                  \
     s[0][j] = _mm512_fmadd_ps(x0, y, s[0][j]), s[1][j] = _mm512_fmadd_ps(x1, y, s[1][j]);                              \
     s[2][j] = _mm512_fmadd_ps(x2, y, s[2][j]), s[3][j] = _mm512_fmadd_ps(x3, y, s[3][j]);
 #define NT_STEP(LOAD)                                                                                                  \
-    x0 = LOAD(a0 + k), x1 = LOAD(a1 + k), x2 = LOAD(a2 + k), x3 = LOAD(a3 + k);                                        \
+    ak = run ? run[k / 16] : k;                                                                                        \
+    x0 = LOAD(a0 + ak), x1 = LOAD(a1 + ak), x2 = LOAD(a2 + ak), x3 = LOAD(a3 + ak);                                    \
     NT_ROW(0, b0, LOAD) NT_ROW(1, b1, LOAD) NT_ROW(2, b2, LOAD) NT_ROW(3, b3, LOAD)
     int k = 0;
     for (; k + 16 <= K; k += 16) { NT_STEP(_mm512_loadu_ps) }
@@ -212,13 +293,33 @@ AVX512 static void micro_nt(int K, const float *A, int lda, const float *B, int 
         }
 }
 
-// C (M, N) = or += A B^T. The operand with more rows is walked once in the outer loop,
-// the other re-read from cache; each element is one sum along k whatever the order.
-AVX512 static void own_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int add, float *C,
-                          int ldc) {
+AVX512 static void micro_nt(int K, const float *const a[4], const float *B, int ldb, float *C, int ldc, int mr, int nr,
+                            int add) {
+    micro_nt_body(K, a, NULL, B, ldb, C, ldc, mr, nr, add);
+}
+AVX512 static void micro_nt_runs(int K, const float *const a[4], const ptrdiff_t *run, const float *B, int ldb,
+                                 float *C, int ldc, int mr, int nr, int add) {
+    micro_nt_body(K, a, run, B, ldb, C, ldc, mr, nr, add);
+}
+
+// C (M, N) = or += A B^T, A in place (ar NULL) or as runs. The operand with more rows
+// is walked once in the outer loop, the other re-read from cache; each element is one
+// sum along k whatever the order.
+AVX512 static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb,
+                          int add, float *C, int ldc) {
 #define NT_TILE(m0, n0)                                                                                                \
-    micro_nt(K, A + (size_t)(m0) * lda, lda, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc,         \
-             M - (m0) < 4 ? M - (m0) : 4, N - (n0) < 4 ? N - (n0) : 4, add)
+    do {                                                                                                               \
+        const int mr = M - (m0) < 4 ? M - (m0) : 4, nr = N - (n0) < 4 ? N - (n0) : 4;                                   \
+        const float *a[4];                                                                                             \
+        for (int i = 0; i < 4; i++) {                                                                                  \
+            const int m = (m0) + (i < mr ? i : 0);                                                                     \
+            a[i] = ar ? ar->base + ar->row[m] : A + (size_t)m * lda;                                                   \
+        }                                                                                                              \
+        if (ar)                                                                                                        \
+            micro_nt_runs(K, a, ar->run, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr, nr, add); \
+        else                                                                                                           \
+            micro_nt(K, a, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr, nr, add);              \
+    } while (0)
     if (M >= N) {
         for (int m0 = 0; m0 < M; m0 += 4)
             for (int n0 = 0; n0 < N; n0 += 4) NT_TILE(m0, n0);
@@ -235,8 +336,19 @@ static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, 
         (void)ldc;
     abort(); // gemm_own() is 0 here
 }
-static void own_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int add, float *C, int ldc) {
-    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
+static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb, int add,
+                   float *C, int ldc) {
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)ar, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
+    abort();
+}
+static void own_gemm_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, int first_add,
+                                 float *C, int ldc) {
+    (void)pa, (void)m0, (void)rows, (void)N, (void)b, (void)first_add, (void)C, (void)ldc;
+    abort();
+}
+static void own_gemm_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                                      const GemmRuns *c) {
+    (void)pa, (void)m0, (void)rows, (void)N, (void)B, (void)ldb, (void)c;
     abort();
 }
 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb, int first_add,
@@ -278,7 +390,7 @@ void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int l
         return;
     }
     int add = prepare_c(M, N, K, beta, C, ldc);
-    own_nt(M, N, K, A, lda, B, ldb, add, C, ldc);
+    own_nt(M, N, K, A, lda, NULL, B, ldb, add, C, ldc);
 }
 
 size_t gemm_packed_floats(int M, int K) { return (size_t)((M + MR - 1) / MR * MR) * (size_t)(K > 0 ? K : 0); }
@@ -308,4 +420,26 @@ void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *
     }
     int add = prepare_c(rows, N, pa->K, beta, C, ldc);
     own_gemm_packed(pa, m0, rows, N, B, ldb, add, C, ldc);
+}
+
+void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, float beta, float *C,
+                         int ldc) {
+    if (rows <= 0 || N <= 0) return;
+    if (!pa->p || !gemm_own() || m0 % MR != 0) abort(); // the callers check: a bug, not an input
+    int add = prepare_c(rows, N, pa->K, beta, C, ldc);
+    own_gemm_packed_runs(pa, m0, rows, N, b, add, C, ldc);
+}
+
+void gemm_nt_runs(int M, int N, int K, const GemmRuns *a, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (!gemm_own() || K < MIN_K) abort(); // the callers check
+    int add = prepare_c(M, N, K, beta, C, ldc);
+    own_nt(M, N, K, NULL, 0, a, B, ldb, add, C, ldc);
+}
+
+void gemm_nn_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                              const GemmRuns *c) {
+    if (rows <= 0 || N <= 0 || pa->K <= 0) return;
+    if (!pa->p || !gemm_own() || m0 % MR != 0) abort(); // the callers check
+    own_gemm_packed_into_runs(pa, m0, rows, N, B, ldb, c);
 }

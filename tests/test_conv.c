@@ -46,7 +46,15 @@ static const Case tiled_cases[] = {
     {2, 9, 11, 2, 3, 5, {2, 3, 5}, {2, 1, 3}, {0, 0, 0}},    // whole volume, odd sizes and strides
     {3, 64, 128, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // dW of 3 samples' 64 columns in one product
     {17, 16, 80, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // ... 16 samples a product, then the 17th alone
+    // output lines of whole vectors (oW 16 or 32): the column matrix read in place
+    {2, 16, 16, 8, 32, 32, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}}, // MD-GAN's 16->32 layer, tiles of two output slices
+    {2, 2, 20, 5, 12, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},  // stride 1; tiles of 37 lines cut slices anywhere
+    {1, 3, 130, 4, 6, 48, {2, 3, 5}, {1, 2, 3}, {1, 1, 1}},  // stride 3 along W; blocks of 64, 64, 2 channels
+    {2, 9, 20, 40, 10, 31, {2, 4, 4}, {1, 2, 1}, {0, 1, 2}}, // the adjoint in place: stride 1, tiles cut slices
+    {1, 16, 24, 3, 4, 49, {2, 2, 6}, {1, 1, 3}, {0, 0, 1}},  // ... stride 3, two channels a group
 };
+// The first of tiled_cases that read the column matrix in place (see test_runs_same_bits).
+enum { FIRST_RUNS_CASE = 9 };
 #define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
 static void make_shape(ConvShape *s, const Case *c) {
@@ -128,6 +136,38 @@ static void test_same_bits_any_threads(void **state) {
                     fail_msg("tiled case %d output %d: %d threads differ from 1 thread", ci, k, t + 1);
         for (int t = 0; t < 3; t++)
             for (int k = 0; k < 6; k++) free(out[t][k]);
+        free(x); free(w); free(dy); free(ws);
+    }
+}
+
+// Reading the column matrix in place (the runs) gives the bits of copying it out: the
+// same values, the same products in the same order. Forward and weight gradient of
+// both directions (the paths that gather columns).
+static void test_runs_same_bits(void **state) {
+    (void)state;
+    for (int ci = FIRST_RUNS_CASE; ci < NTILED; ci++) {
+        ConvShape s;
+        make_shape(&s, &tiled_cases[ci]);
+        size_t nv = conv_volume_numel(&s), nc = conv_column_numel(&s), nw = conv_weight_numel(&s);
+        float *x = rand_buf(nv), *w = rand_buf(nw), *dy = rand_buf(nc), *ws = zero_buf(conv_workspace_floats(&s));
+        float *out[2][4];
+        for (int runs = 0; runs < 2; runs++) {
+            conv_use_runs(runs);
+            float *y = zero_buf(nc), *dw = zero_buf(nw), *dz = zero_buf(nc), *dwt = zero_buf(nw);
+            conv3d_forward(y, x, w, &s, ws);
+            conv3d_backward(NULL, dw, dy, x, w, &s, ws);
+            conv_transpose3d_backward(dz, dwt, x, dy, w, &s, ws);
+            float *o[4] = {y, dw, dz, dwt};
+            memcpy(out[runs], o, sizeof o);
+        }
+        conv_use_runs(1);
+        const size_t n[4] = {nc, nw, nc, nw};
+        const char *name[4] = {"conv3d y", "conv3d dw", "convT dx", "convT dw"};
+        for (int k = 0; k < 4; k++) {
+            if (memcmp(out[0][k], out[1][k], n[k] * sizeof(float)) != 0)
+                fail_msg("tiled case %d %s: in place differs from copied columns", ci, name[k]);
+            free(out[0][k]), free(out[1][k]);
+        }
         free(x); free(w); free(dy); free(ws);
     }
 }
@@ -308,6 +348,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_matches_naive),
         cmocka_unit_test(test_same_bits_any_threads),
+        cmocka_unit_test(test_runs_same_bits),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_gradcheck_conv3d),
         cmocka_unit_test(test_gradcheck_conv_transpose3d),

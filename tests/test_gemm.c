@@ -122,6 +122,93 @@ static void run_packed(int own) {
     gemm_use_own(1);
 }
 
+// The operands read as runs of 16 floats (GemmRuns): gemm_nn_packed_runs and
+// gemm_nt_runs give the bits of gemm_nn_packed and gemm_nt on the same values copied
+// out; gemm_nn_packed_into_runs adds A B into rows that overlap (rows 4 apart start 1
+// float apart), which a double-precision sum checks, and leaves the gaps between runs
+// alone. Row and run offsets are uneven, runs have gaps between them.
+enum { RUN_GAP = 5 };
+static void make_runs(ptrdiff_t *row, int rows, ptrdiff_t *run, int cols, int overlap, size_t *extent) {
+    const int nruns = (cols + 15) / 16;
+    const ptrdiff_t stride = (ptrdiff_t)nruns * (16 + RUN_GAP) + 3;
+    for (int j = 0; j < nruns; j++) run[j] = (ptrdiff_t)j * (16 + RUN_GAP);
+    for (int i = 0; i < rows; i++) row[i] = overlap ? (i / 4) * stride + i % 4 : i * stride + i % 3;
+    *extent = (size_t)(rows + 1) * (size_t)stride + 16;
+}
+static float run_at(const float *base, const ptrdiff_t *row, const ptrdiff_t *run, int i, int j) {
+    return base[row[i] + run[j / 16] + j % 16];
+}
+
+static void test_runs(void **state) {
+    (void)state;
+    gemm_use_own(1);
+    if (!gemm_own()) skip(); // the runs exist only on our kernels
+    for (int si = 0; si < NSHAPES; si++) {
+        const Shape *s = &shapes[si];
+        if (s->K < 16) continue; // below that the callers copy (OpenBLAS's route)
+        const int M = s->M, N = s->N, K = s->K, big = (M > K ? M : K) + 1;
+        ptrdiff_t *row = malloc(sizeof(ptrdiff_t) * big), *run = malloc(sizeof(ptrdiff_t) * (big / 16 + N / 16 + 2));
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *Bt = malloc(sizeof(float) * N * K);
+        float *C1 = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
+        float *buf = malloc(sizeof(float) * gemm_packed_floats(M, K));
+        assert_true(row && run && A && B && Bt && C1 && C2 && buf);
+        for (int i = 0; i < K * N; i++) Bt[i] = frand();
+        GemmPacked pa;
+        size_t extent;
+        // nn: B (K, N) as runs
+        make_runs(row, K, run, N, 0, &extent);
+        float *base = malloc(sizeof(float) * extent);
+        assert_non_null(base);
+        for (size_t i = 0; i < extent; i++) base[i] = frand();
+        for (int k = 0; k < K; k++)
+            for (int n = 0; n < N; n++) B[k * N + n] = run_at(base, row, run, k, n);
+        for (int i = 0; i < M * K; i++) A[i] = frand();
+        assert_int_equal(gemm_pack_a(&pa, buf, M, K, A, K, 0), 1);
+        for (int add = 0; add < 2; add++) {
+            for (int i = 0; i < M * N; i++) C1[i] = C2[i] = add ? (float)i : NAN;
+            gemm_nn_packed(&pa, 0, M, N, A, K, 0, B, N, add ? 1.0f : 0.0f, C1, N);
+            GemmRuns b = {base, row, run};
+            gemm_nn_packed_runs(&pa, 0, M, N, &b, add ? 1.0f : 0.0f, C2, N);
+            if (memcmp(C1, C2, sizeof(float) * M * N) != 0) fail_msg("nn runs shape %d beta %d: bits differ", si, add);
+        }
+        free(base);
+        // nt: A (M, K) as runs, B (N, K) in place
+        make_runs(row, M, run, K, 0, &extent);
+        base = malloc(sizeof(float) * extent);
+        assert_non_null(base);
+        for (size_t i = 0; i < extent; i++) base[i] = frand();
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) A[m * K + k] = run_at(base, row, run, m, k);
+        for (int i = 0; i < M * N; i++) C1[i] = C2[i] = NAN;
+        gemm_nt(M, N, K, A, K, Bt, K, 0.0f, C1, N);
+        GemmRuns a = {base, row, run};
+        gemm_nt_runs(M, N, K, &a, Bt, K, 0.0f, C2, N);
+        if (memcmp(C1, C2, sizeof(float) * M * N) != 0) fail_msg("nt runs shape %d: bits differ", si);
+        free(base);
+        // into runs: C (M, N) as overlapping runs, += A B
+        make_runs(row, M, run, N, 1, &extent);
+        base = malloc(sizeof(float) * extent);
+        double *want = malloc(sizeof(double) * extent);
+        assert_true(base && want);
+        for (size_t i = 0; i < extent; i++) want[i] = base[i] = frand();
+        for (int i = 0; i < K * N; i++) B[i] = frand();
+        assert_int_equal(gemm_pack_a(&pa, buf, M, K, A, K, 0), 1); // A as the nt part left it
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                double sum = 0;
+                for (int k = 0; k < K; k++) sum += (double)A[m * K + k] * B[k * N + n];
+                want[row[m] + run[n / 16] + n % 16] += sum;
+            }
+        GemmRuns c = {base, row, run};
+        gemm_nn_packed_into_runs(&pa, 0, M, N, B, N, &c);
+        for (size_t i = 0; i < extent; i++)
+            if (!(fabs(base[i] - want[i]) <= 1e-5 * (K + 4) * (M / 4 + 2)))
+                fail_msg("into runs shape %d: element %zu = %.9g, expected %.9g", si, i, base[i], want[i]);
+        free(base); free(want);
+        free(row); free(run); free(A); free(B); free(Bt); free(C1); free(C2); free(buf);
+    }
+}
+
 static void test_own_kernels(void **state) {
     (void)state;
     gemm_use_own(1);
@@ -140,6 +227,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_own_kernels),
         cmocka_unit_test(test_openblas_route),
+        cmocka_unit_test(test_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,6 +44,10 @@ enum { CONV_MAX_THREADS = 32 };
 // the ranking loss): at most CONV_MAX_THREADS, and OpenBLAS's own pthreads pool set to
 // one thread if something raised it. Called by the thread that starts the loop.
 int conv_threads(void);
+// Tests and benchmarks: 0 makes every convolution copy its column tiles out (vol2col)
+// even where our kernels can read them in place from the split input lines, 1 (the
+// default) lets them.
+void conv_use_runs(int on);
 size_t conv_workspace_floats(const ConvShape *s);
 
 // out = conv(inp, w)

@@ -46,4 +46,28 @@ int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int ld
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
                     const float *B, int ldb, float beta, float *C, int ldc);
 
+// An operand read in place as runs of 16 floats (the convolutions' column matrix, read
+// straight from the phase-split input lines instead of copied out first): element
+// (i, j) of a (rows, cols) matrix is base[row[i] + run[j / 16] + j % 16]. Runs are
+// whole vectors; the last run of a row may be short (only its first cols % 16 floats
+// are read).
+typedef struct {
+    const float *base;
+    const ptrdiff_t *row, *run;
+} GemmRuns;
+// Only on our kernels (gemm_own(), and for gemm_nn_packed_runs an A that was packed):
+// the callers keep the copied column matrix for the other cases. The sums are those of
+// gemm_nn_packed and gemm_nt on the same values, bit for bit.
+//   gemm_nn_packed_runs: C (rows, N) = A[m0 .. m0+rows) B + beta C, B (pa->K, N) as runs
+//   gemm_nt_runs:        C (M, N) = A B^T + beta C, A (M, K) as runs, B (N, K) in place
+void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, float beta, float *C,
+                         int ldc);
+void gemm_nt_runs(int M, int N, int K, const GemmRuns *a, const float *B, int ldb, float beta, float *C, int ldc);
+// gemm_nn_packed_into_runs: C += A[m0 .. m0+rows) B, C (rows, N) as runs (c->row[i] for
+// row m0 + i), B (pa->K, N) in place. Rows of C may overlap: each element gets its terms
+// row after row, in a fixed order (the adjoint of the column matrix, col2vol, summed in
+// place).
+void gemm_nn_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                              const GemmRuns *c);
+
 #endif
