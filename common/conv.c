@@ -375,19 +375,29 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
 // (r, column of line q at ow) is at row[r] + run[q's run] + ow % 16, the GemmRuns of
 // gemm.h. The values are those vol2col copies, the products the same, bit for bit.
 
-static size_t region_lines_h(const ConvShape *s) { return (size_t)s->H + 2 * (size_t)s->pH; }
-// Slices of a region for tiles of `lines` output lines (any alignment).
-static size_t region_slices(const ConvShape *s, size_t lines) {
-    return ((lines - 1) / (size_t)s->oH + 1) * (size_t)s->sT + (size_t)s->kT;
-}
+typedef struct {
+    int ot0, used, hh0, hlines;
+} Window;
+static Window tile_window(const ConvShape *s, size_t q0, size_t q1);
+
+// The largest region of `channels` channels over the tiles of `lines` lines.
 static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
-    return (size_t)channels * region_slices(s, lines) * region_lines_h(s) * line_floats(s);
+    size_t most = 0;
+    for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+        const Window win = tile_window(s, q0, tile_end(s, q0, lines));
+        const size_t n = (size_t)win.used * (size_t)win.hlines;
+        if (n > most) most = n;
+    }
+    return (size_t)channels * most * line_floats(s);
 }
 // A thread's part for the runs path: the region of `channels` channels, then its row
 // offsets and run offsets (one per 16 columns), as ptrdiff_t.
+static size_t runs_table_at(const ConvShape *s, size_t lines, int channels) {
+    return (region_floats(s, lines, channels) + 15) / 16 * 16;
+}
 static size_t runs_part_floats(const ConvShape *s, size_t lines, int channels) {
     const size_t rows = (size_t)channels * kvol(s), runs = lines * (size_t)s->oW / 16 + 1;
-    return (region_floats(s, lines, channels) + 15) / 16 * 16 + (rows + runs) * (sizeof(ptrdiff_t) / sizeof(float));
+    return runs_table_at(s, lines, channels) + (rows + runs) * (sizeof(ptrdiff_t) / sizeof(float));
 }
 static int runs_on = 1;
 void conv_use_runs(int on) { __atomic_store_n(&runs_on, on, __ATOMIC_RELAXED); }
@@ -396,58 +406,75 @@ static int runs_fit(const ConvShape *s, size_t lines, int channels) {
            runs_part_floats(s, lines, channels) <= tile_floats(s);
 }
 
+// The part of the input a tile [q0, q1) reaches: slices ot0*sT - pT + [0, used) and
+// padded lines hh [hh0, hh0 + hlines) of each (all of them when the tile spans
+// several output slices). The region holds just those: [c][tt][hh - hh0][line].
+static Window tile_window(const ConvShape *s, size_t q0, size_t q1) {
+    Window win;
+    win.ot0 = (int)(q0 / s->oH);
+    const int ot1 = (int)((q1 - 1) / s->oH);
+    win.used = (ot1 - win.ot0) * s->sT + s->kT;
+    const int first = ot1 == win.ot0 ? (int)(q0 % s->oH) : 0, last = ot1 == win.ot0 ? (int)((q1 - 1) % s->oH) : s->oH - 1;
+    win.hh0 = first * s->sH, win.hlines = (last - first) * s->sH + s->kH;
+    return win;
+}
+
 // The region at part for channels [c0, c1) of sample x and the tile [q0, q1), with its
 // offsets: b->row[i] for rows c0*kvol + i, b->run[j] for the tile's runs of 16 columns.
 // split: the input lines split into it (zero lines for padding); else all zeros, for a
-// product to add into (region_add_back then adds it to the volume). The slice stride
-// is for tiles of `lines` lines.
-static void region_fill(GemmRuns *b, float *part, const float *x, const ConvShape *s, size_t lines, int c0, int c1,
+// product to add into (region_add_back then adds it to the volume). The offsets go at
+// part + table_at (runs_table_at: past the largest region).
+static void region_fill(GemmRuns *b, float *part, size_t table_at, const float *x, const ConvShape *s, int c0, int c1,
                         size_t q0, size_t q1, int split) {
-    const size_t lf = line_floats(s), hp = region_lines_h(s), slices = region_slices(s, lines);
-    const int ot0 = (int)(q0 / s->oH), ot1 = (int)((q1 - 1) / s->oH);
-    const int used = (ot1 - ot0) * s->sT + s->kT; // slices this tile reaches
+    const size_t lf = line_floats(s);
+    const Window win = tile_window(s, q0, q1);
+    const size_t slice_floats = (size_t)win.hlines * lf;
     float *region = part;
-    ptrdiff_t *row = (ptrdiff_t *)(part + (region_floats(s, lines, c1 - c0) + 15) / 16 * 16);
+    ptrdiff_t *row = (ptrdiff_t *)(part + table_at);
     ptrdiff_t *run = row + (size_t)(c1 - c0) * kvol(s);
     for (int c = c0; c < c1; c++)
-        for (int tt = 0; tt < used; tt++) {
-            const int it = ot0 * s->sT - s->pT + tt;
-            float *slice = region + ((size_t)(c - c0) * slices + (size_t)tt) * hp * lf;
-            memset(slice, 0, sizeof(float) * hp * lf);
+        for (int tt = 0; tt < win.used; tt++) {
+            const int it = win.ot0 * s->sT - s->pT + tt;
+            float *slice = region + ((size_t)(c - c0) * win.used + (size_t)tt) * slice_floats;
+            memset(slice, 0, sizeof(float) * slice_floats);
             if (!split || it < 0 || it >= s->T) continue;
-            for (int ih = 0; ih < s->H; ih++)
-                split_line(slice + (size_t)(ih + s->pH) * lf, x + (((size_t)c * s->T + it) * s->H + ih) * s->W, s);
+            for (int hh = win.hh0; hh < win.hh0 + win.hlines; hh++) {
+                const int ih = hh - s->pH;
+                if (ih >= 0 && ih < s->H)
+                    split_line(slice + (size_t)(hh - win.hh0) * lf, x + (((size_t)c * s->T + it) * s->H + ih) * s->W, s);
+            }
         }
     int r = 0;
     for (int c = 0; c < c1 - c0; c++)
         for (int kt = 0; kt < s->kT; kt++)
             for (int kh = 0; kh < s->kH; kh++)
                 for (int kw = 0; kw < s->kW; kw++)
-                    row[r++] = (ptrdiff_t)((((size_t)c * slices + (size_t)kt) * hp + (size_t)kh) * lf + tap_start(s, kw));
+                    row[r++] = (ptrdiff_t)((((size_t)c * win.used + (size_t)kt) * win.hlines + (size_t)kh) * lf +
+                                           tap_start(s, kw));
     const size_t cols = (q1 - q0) * (size_t)s->oW;
     for (size_t j = 0; j * 16 < cols; j++) {
         const size_t q = q0 + j * 16 / (size_t)s->oW, ow0 = j * 16 % (size_t)s->oW;
-        const size_t ot = q / (size_t)s->oH, oh = q % (size_t)s->oH;
-        run[j] = (ptrdiff_t)((((ot - (size_t)ot0) * (size_t)s->sT) * hp + oh * (size_t)s->sH) * lf + ow0);
+        const int ot = (int)(q / (size_t)s->oH), oh = (int)(q % (size_t)s->oH);
+        run[j] = (ptrdiff_t)(((size_t)(ot - win.ot0) * s->sT * win.hlines + (size_t)(oh * s->sH - win.hh0)) * lf + ow0);
     }
     b->base = region, b->row = row, b->run = run;
 }
 
 // x[c0..c1) += the region's lines (the data positions of each split line, padding
 // lines and padding positions dropped): the adjoint of region_fill's split.
-static void region_add_back(float *x, const float *region, const ConvShape *s, size_t lines, int c0, int c1,
-                            size_t q0, size_t q1) {
-    const size_t lf = line_floats(s), hp = region_lines_h(s), slices = region_slices(s, lines);
-    const size_t len = phase_len(s), pad = line_pad(s);
-    const int ot0 = (int)(q0 / s->oH), ot1 = (int)((q1 - 1) / s->oH);
-    const int used = (ot1 - ot0) * s->sT + s->kT, W = s->W, st = s->sW;
+static void region_add_back(float *x, const float *region, const ConvShape *s, int c0, int c1, size_t q0, size_t q1) {
+    const size_t lf = line_floats(s), len = phase_len(s), pad = line_pad(s);
+    const Window win = tile_window(s, q0, q1);
+    const int W = s->W, st = s->sW;
     for (int c = c0; c < c1; c++)
-        for (int tt = 0; tt < used; tt++) {
-            const int it = ot0 * s->sT - s->pT + tt;
+        for (int tt = 0; tt < win.used; tt++) {
+            const int it = win.ot0 * s->sT - s->pT + tt;
             if (it < 0 || it >= s->T) continue;
-            const float *slice = region + ((size_t)(c - c0) * slices + (size_t)tt) * hp * lf;
-            for (int ih = 0; ih < s->H; ih++) {
-                const float *restrict ph = slice + (size_t)(ih + s->pH) * lf;
+            const float *slice = region + ((size_t)(c - c0) * win.used + (size_t)tt) * win.hlines * lf;
+            for (int hh = win.hh0; hh < win.hh0 + win.hlines; hh++) {
+                const int ih = hh - s->pH;
+                if (ih < 0 || ih >= s->H) continue;
+                const float *restrict ph = slice + (size_t)(hh - win.hh0) * lf;
                 float *restrict row = x + (((size_t)c * s->T + it) * s->H + ih) * s->W;
                 if (st == 1) {
                     for (int j = 0; j < W; j++) row[j] += ph[pad + j];
@@ -517,6 +544,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
     const int runs = runs_fit(s, lines, s->C);
+    const size_t table_at = runs ? runs_table_at(s, lines, s->C) : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // each thread's view of the one packed W
@@ -532,7 +560,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
             float *dst = out + ((size_t)n * s->K + k0) * L + q0 * s->oW;
             if (runs && pw.p) {
                 GemmRuns b;
-                region_fill(&b, col, xn, s, lines, 0, s->C, q0, q1, 1);
+                region_fill(&b, col, table_at, xn, s, 0, s->C, q0, q1, 1);
                 gemm_nn_packed_runs(&pw, k0, k1 - k0, cols, &b, beta, dst, L);
             } else {
                 vol2col_tile(col, xn, s, 0, Ck, q0, q1, col + tile_part(s));
@@ -554,6 +582,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const long items = (long)s->N * per;
     float *partials = partials_at(s, ws);
     const int runs = runs_fit(s, lines, s->C);
+    const size_t table_at = runs ? runs_table_at(s, lines, s->C) : 0;
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
@@ -562,7 +591,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
         for (size_t t = t0; t < t1 && runs; t++) {
             const size_t q0 = t * lines, q1 = tile_end(s, q0, lines);
             GemmRuns a;
-            region_fill(&a, col, vol + (size_t)n * s->C * vol_plane(s), s, lines, 0, s->C, q0, q1, 1);
+            region_fill(&a, col, table_at, vol + (size_t)n * s->C * vol_plane(s), s, 0, s->C, q0, q1, 1);
             gemm_nt_runs(Ck, s->K, (int)((q1 - q0) * s->oW), &a, colside + (size_t)n * s->K * L + q0 * s->oW, L,
                          t == t0 ? 0.0f : 1.0f, partials + (size_t)i * nd, s->K);
         }
@@ -661,6 +690,7 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     // in place: the product added into a region of the group's channels, then the
     // region added to the volume (kv % 8: each group's rows start a panel of W^T)
     const int runs = kv % 8 == 0 && runs_fit(s, lines, per);
+    const size_t table_at = runs ? runs_table_at(s, lines, per) : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // W^T (Ck, K), packed once
@@ -673,10 +703,10 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
             for (size_t q0 = 0; q0 < lines_total(s) && runs && pw.p; q0 += lines) {
                 const size_t q1 = tile_end(s, q0, lines);
                 GemmRuns c;
-                region_fill(&c, col, NULL, s, lines, c0, c1, q0, q1, 0);
+                region_fill(&c, col, table_at, NULL, s, c0, c1, q0, q1, 0);
                 gemm_nn_packed_into_runs(&pw, c0 * kv, (c1 - c0) * kv, (int)((q1 - q0) * s->oW),
                                          colside + (size_t)n * s->K * L + q0 * s->oW, L, &c);
-                region_add_back(xn, col, s, lines, c0, c1, q0, q1);
+                region_add_back(xn, col, s, c0, c1, q0, q1);
             }
             for (size_t q0 = 0; q0 < lines_total(s) && !(runs && pw.p); q0 += lines) {
                 size_t q1 = tile_end(s, q0, lines);
