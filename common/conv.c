@@ -614,6 +614,16 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
         }
 }
 
+// A weight gradient's product over a tile of few columns (the deep layers at batch 1:
+// 16 columns a sample at the paper's shape) runs as outer products, dW += dY col^T
+// with col transposed, rather than as dot products 16 long: each costs a reduction
+// across lanes and a load and store of dW for 16 multiply-adds. DW_OUTER_COLS: the
+// most columns so run; the transposed copy sits after the tile.
+enum { DW_OUTER_COLS = 32 };
+static int dw_outer(const ConvShape *s, int rows, int cols) {
+    return gemm_own() && cols <= DW_OUTER_COLS && 2 * (size_t)rows * (size_t)cols <= tile_part(s);
+}
+
 // Weight gradient: dW (K, Ck) += sum_n colside_n (K, L) vol2col(vol_n)^T. Items are
 // fixed groups of rows of vol2col (columns of dW); each sums over samples and tiles
 // in order.
@@ -666,8 +676,17 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
             for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
                 size_t q1 = tile_end(s, q0, lines);
                 int cols = (int)((q1 - q0) * s->oW);
+                const float *dy = colside + (size_t)n * s->K * L + q0 * s->oW;
                 vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1, col + tile_part(s));
-                gemm_nt(s->K, r1 - r0, cols, colside + (size_t)n * s->K * L + q0 * s->oW, L, col, cols, 1.0f, dw + r0, Ck);
+                if (dw_outer(s, r1 - r0, cols)) {
+                    // dW[:, r0..r1) += dY (K, cols) col^T (cols, rows): col transposed next to itself
+                    float *colt = col + (size_t)(r1 - r0) * cols;
+                    for (int r = 0; r < r1 - r0; r++)
+                        for (int j = 0; j < cols; j++) colt[(size_t)j * (r1 - r0) + r] = col[(size_t)r * cols + j];
+                    gemm_nn(s->K, r1 - r0, cols, dy, L, 0, colt, r1 - r0, 1.0f, dw + r0, Ck);
+                } else {
+                    gemm_nt(s->K, r1 - r0, cols, dy, L, col, cols, 1.0f, dw + r0, Ck);
+                }
             }
     }
 }

@@ -64,6 +64,33 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define AVX512 __attribute__((target("avx512f")))
 
+// dst[k*8 + m] = A[m][k] for 8 rows of A (row stride lda) and k in [0, kc): 8 x 8 blocks
+// transposed in registers (the weights of the deep layers, too large to pack once per
+// call, are packed per product; element by element that took most of their forward).
+AVX512 static void pack_8_rows(float *restrict dst, const float *src, int lda, int kc) {
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8], t[8];
+        for (int m = 0; m < 8; m++) r[m] = _mm256_loadu_ps(src + (size_t)m * lda + k);
+        for (int m = 0; m < 8; m += 2)
+            t[m] = _mm256_unpacklo_ps(r[m], r[m + 1]), t[m + 1] = _mm256_unpackhi_ps(r[m], r[m + 1]);
+        // t[0] = a0 b0 a1 b1 | a4 b4 a5 b5 (rows a, b = 0, 1), t[1] = a2 b2 a3 b3 | a6 b6 a7 b7, ...
+        for (int m = 0; m < 8; m += 4) {
+            r[m] = _mm256_shuffle_ps(t[m], t[m + 2], _MM_SHUFFLE(1, 0, 1, 0));     // k0 of 4 rows | k4
+            r[m + 1] = _mm256_shuffle_ps(t[m], t[m + 2], _MM_SHUFFLE(3, 2, 3, 2)); // k1 | k5
+            r[m + 2] = _mm256_shuffle_ps(t[m + 1], t[m + 3], _MM_SHUFFLE(1, 0, 1, 0)); // k2 | k6
+            r[m + 3] = _mm256_shuffle_ps(t[m + 1], t[m + 3], _MM_SHUFFLE(3, 2, 3, 2)); // k3 | k7
+        }
+        // r[j] (rows 0-3) and r[4 + j] (rows 4-7) hold k = j in their low halves, j + 4 in their high
+        for (int j = 0; j < 4; j++) {
+            _mm256_storeu_ps(dst + (size_t)(k + j) * MR, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+            _mm256_storeu_ps(dst + (size_t)(k + j + 4) * MR, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+        }
+    }
+    for (; k < kc; k++)
+        for (int m = 0; m < 8; m++) dst[(size_t)k * MR + m] = src[(size_t)m * lda + k];
+}
+
 // A's rows m0 .. m0+rows-1, k0 .. k0+kc-1, as panels of MR rows (zeros past rows).
 static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int m0, int rows, int k0, int kc) {
     const int panels = (rows + MR - 1) / MR;
@@ -77,6 +104,8 @@ static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int
                 for (; m < nr; m++) dst[(size_t)k * MR + m] = src[m];
                 for (; m < MR; m++) dst[(size_t)k * MR + m] = 0.0f;
             }
+        } else if (nr == MR) {
+            pack_8_rows(dst, A + (size_t)r0 * lda + k0, lda, kc);
         } else {
             for (int m = 0; m < MR; m++) {
                 if (m < nr) {
@@ -177,11 +206,49 @@ AVX512 static void panels_times_runs(int rows, int N, int kc, const float *ap, c
     }
 }
 
+// C (M, N) = or += A B for M <= FEW_ROWS (a batch of one to four samples through the
+// whole-volume layers: a vector times a matrix). The register tile would compute 8
+// rows for each of these and walk B in strips of 32 columns down all of k (a new page
+// every row for the deep layers' 16 MiB weights); here every row of B is read once, in
+// blocks of STRIP floats, into FEW_ROWS x STRIP/16 sums. Each element sums along k in
+// order.
+enum { FEW_ROWS = 4, STRIP = 64 };
+AVX512 static void few_rows_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                                 int add, float *C, int ldc) {
+    for (int j0 = 0; j0 < N; j0 += STRIP) {
+        __mmask16 mk[STRIP / 16];
+        for (int v = 0; v < STRIP / 16; v++) mk[v] = lanes(N - j0 - 16 * v);
+        __m512 c[FEW_ROWS][STRIP / 16];
+        for (int m = 0; m < FEW_ROWS; m++)
+            for (int v = 0; v < STRIP / 16; v++) c[m][v] = _mm512_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            const float *b = B + (size_t)k * ldb + j0;
+            __m512 bv[STRIP / 16];
+            for (int v = 0; v < STRIP / 16; v++) bv[v] = _mm512_maskz_loadu_ps(mk[v], b + 16 * v);
+            for (int m = 0; m < M && m < FEW_ROWS; m++) {
+                const __m512 am = _mm512_set1_ps(a_trans ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]);
+                for (int v = 0; v < STRIP / 16; v++) c[m][v] = _mm512_fmadd_ps(am, bv[v], c[m][v]);
+            }
+        }
+        for (int m = 0; m < M; m++)
+            for (int v = 0; v < STRIP / 16; v++) {
+                float *cm = C + (size_t)m * ldc + j0 + 16 * v;
+                __m512 r = c[m][v];
+                if (add) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], cm), r);
+                _mm512_mask_storeu_ps(cm, mk[v], r);
+            }
+    }
+}
+
 // C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
 // columns, panels of MR rows, in that order: every element's sum runs over k in order,
 // block after block.
 AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
                             int first_add, float *C, int ldc) {
+    if (M <= FEW_ROWS) {
+        few_rows_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
+        return;
+    }
     _Alignas(64) float ap[MCHUNK * KC];
     for (int m0 = 0; m0 < M; m0 += MCHUNK) {
         const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK;

@@ -46,6 +46,7 @@ static const Case tiled_cases[] = {
     {2, 9, 11, 2, 3, 5, {2, 3, 5}, {2, 1, 3}, {0, 0, 0}},    // whole volume, odd sizes and strides
     {3, 64, 128, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // dW of 3 samples' 64 columns in one product
     {17, 16, 80, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // ... 16 samples a product, then the 17th alone
+    {1, 64, 80, 4, 4, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},   // dW of one sample's 16 columns as outer products
     // output lines of whole vectors (oW 16 or 32): the column matrix read in place
     {2, 16, 16, 8, 32, 32, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}}, // MD-GAN's 16->32 layer, tiles of two output slices
     {2, 2, 20, 5, 12, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},  // stride 1; tiles of 37 lines cut slices anywhere
@@ -54,7 +55,7 @@ static const Case tiled_cases[] = {
     {1, 16, 24, 3, 4, 49, {2, 2, 6}, {1, 1, 3}, {0, 0, 1}},  // ... stride 3, two channels a group
 };
 // The first of tiled_cases that read the column matrix in place (see test_runs_same_bits).
-enum { FIRST_RUNS_CASE = 9 };
+enum { FIRST_RUNS_CASE = 10 };
 #define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
 static void make_shape(ConvShape *s, const Case *c) {

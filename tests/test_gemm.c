@@ -1,8 +1,8 @@
 // gemm_nn and gemm_nt (common/gemm.c): our AVX-512 kernels and the OpenBLAS route
 // against a double-precision loop, over shapes that hit every edge of the register
 // tiles (rows past a panel of 8, columns past a strip of 32 or a vector of 16, k past a
-// block of 256 or a vector of 16), A given plain or transposed, and beta 0 (C holding
-// NaN, which must not be read), 1 and 0.5.
+// block of 256 or a vector of 16, one to four rows), A given plain or transposed, and
+// beta 0 (C holding NaN, which must not be read), 1 and 0.5.
 #include "testutil.h"
 
 #include <math.h>
@@ -19,6 +19,7 @@ typedef struct { int M, N, K; } Shape;
 static const Shape shapes[] = {
     {1, 1, 1},    {3, 5, 7},     {8, 32, 256},  {9, 33, 257},  {17, 70, 600}, {16, 512, 144},
     {64, 31, 15}, {7, 16, 1},    {130, 17, 40}, {5, 100, 513}, {2, 3, 0},     {66, 48, 16},
+    {1, 70, 300}, {4, 33, 40},   {3, 200, 16}, // a few rows: the vector-times-matrix kernel
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
