@@ -30,7 +30,9 @@
 // MIN_K: below a few dozen k per element, C's traffic (read and written per block)
 // outweighs the products and OpenBLAS's beta-scaled kernels do better (the whole-volume
 // weight gradients, k = the batch).
-enum { MR = 8, NR = 32, KC = 256, MCHUNK = 64, MIN_K = 16 };
+// SHORT_K: at most this many k in a block, panels_times_b walks C row-panel by
+// row-panel (see there).
+enum { MR = 8, NR = 32, KC = 256, MCHUNK = 64, MIN_K = 16, SHORT_K = 32 };
 
 static int use_own = -1; // -1: not decided yet
 
@@ -182,6 +184,17 @@ AVX512 static void micro_nn_into_runs(int kc, const float *restrict ap, const fl
 AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
                                   int ldc) {
     const int panels = (rows + MR - 1) / MR;
+    if (kc <= SHORT_K) {
+        // few k: C's traffic outweighs B's, so each panel's rows of C are walked
+        // along, B's strips re-read from cache (the same tiles, the same sums)
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            for (int j0 = 0; j0 < N; j0 += NR)
+                micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr,
+                         N - j0 < NR ? N - j0 : NR, add);
+        }
+        return;
+    }
     for (int j0 = 0; j0 < N; j0 += NR) {
         const int ncols = N - j0 < NR ? N - j0 : NR;
         for (int p = 0; p < panels; p++) {
