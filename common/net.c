@@ -372,15 +372,17 @@ void net_forward(Net *net, Acts *a, const float *x, BnMode mode, float *ws) {
     const float *in = x;
     for (int j = 1; j <= L; j++) {
         const NetLayer *ly = &net->down[j];
-        size_t S = volume(net->ext[j]), n = (size_t)N * ly->out_ch * S;
-        conv3d_forward(a->enc_conv[j], in, net->params + ly->w, &a->conv[j], ws);
-        // the activation is applied in the BatchNorm's pass where there is one
+        size_t S = volume(net->ext[j]);
+        // the activation is applied in the BatchNorm's pass where there is one, else in
+        // the convolution's (enc_out is enc_conv then)
         const BnAct act = {enc_has_act(net, j) ? BN_ACT_LRELU : BN_ACT_NONE, LRELU_SLOPE};
+        if (!ly->has_bn && act.kind != BN_ACT_NONE)
+            conv3d_forward_lrelu(a->enc_out[j], in, net->params + ly->w, &a->conv[j], ws, LRELU_SLOPE);
+        else
+            conv3d_forward(a->enc_conv[j], in, net->params + ly->w, &a->conv[j], ws);
         if (ly->has_bn)
             bn_forward(net, a->enc_out[j], a->bn_mean[0][j], a->bn_rstd[0][j], a->enc_conv[j], ly, N, ly->out_ch, S,
                        mode, act);
-        else if (act.kind != BN_ACT_NONE)
-            lrelu_forward(a->enc_out[j], a->enc_out[j], n, LRELU_SLOPE);
         in = a->enc_out[j];
     }
     if (net->kind == NET_D) return;

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include "mdgan/conv.h"
+#include "mdgan/ops.h"
 
 static uint64_t rng_state = 88172645463325252ull;
 static float frand(void) { // xorshift64, uniform in [-1, 1)
@@ -170,6 +171,24 @@ static void test_runs_same_bits(void **state) {
             free(out[0][k]), free(out[1][k]);
         }
         free(x); free(w); free(dy); free(ws);
+    }
+}
+
+// The LeakyReLU applied inside the forward gives the bits of a separate lrelu_forward,
+// on every tiled shape (copied columns, columns in place, whole volumes).
+static void test_forward_lrelu_same_bits(void **state) {
+    (void)state;
+    for (int ci = 0; ci < NTILED; ci++) {
+        ConvShape s;
+        make_shape(&s, &tiled_cases[ci]);
+        size_t nv = conv_volume_numel(&s), nc = conv_column_numel(&s), nw = conv_weight_numel(&s);
+        float *x = rand_buf(nv), *w = rand_buf(nw), *ws = zero_buf(conv_workspace_floats(&s));
+        float *y = zero_buf(nc), *z = zero_buf(nc);
+        conv3d_forward(y, x, w, &s, ws);
+        lrelu_forward(y, y, nc, 0.2f);
+        conv3d_forward_lrelu(z, x, w, &s, ws, 0.2f);
+        if (memcmp(y, z, nc * sizeof(float)) != 0) fail_msg("tiled case %d: fused LeakyReLU differs", ci);
+        free(x); free(w); free(ws); free(y); free(z);
     }
 }
 
@@ -350,6 +369,7 @@ int main(void) {
         cmocka_unit_test(test_fast_matches_naive),
         cmocka_unit_test(test_same_bits_any_threads),
         cmocka_unit_test(test_runs_same_bits),
+        cmocka_unit_test(test_forward_lrelu_same_bits),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_gradcheck_conv3d),
         cmocka_unit_test(test_gradcheck_conv_transpose3d),

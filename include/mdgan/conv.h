@@ -55,6 +55,9 @@ void conv3d_forward(float *out,          // (N, K, oT, oH, oW)
                     const float *inp,    // (N, C, T, H, W)
                     const float *w,      // (K, C, kT, kH, kW)
                     const ConvShape *s, float *ws);
+// out = LeakyReLU(conv(inp, w)) with the given slope, the same bits as conv3d_forward
+// then lrelu_forward, in one pass
+void conv3d_forward_lrelu(float *out, const float *inp, const float *w, const ConvShape *s, float *ws, float slope);
 // dinp += dL/dinp, dw += dL/dw (either may be NULL to skip it)
 void conv3d_backward(float *dinp, float *dw,
                      const float *dout,  // (N, K, oT, oH, oW)
