@@ -58,8 +58,13 @@ static int kill_mid_write(const char *run, const char *dir, uint32_t mask, const
 // A sample's temporary is still there: the write is not done.
 static int temporary_left(const char *dir, const char *name) { return exists("%s/%s", dir, name); }
 
-// A checkpoint has its name but not yet its sidecar: the commit is not done.
-static int no_sidecar_yet(const char *dir, const char *name) { return !exists("%s/%s.sha256", dir, name); }
+// A checkpoint has its name but not yet its sidecar: the commit is not done. (The
+// sidecar's own rename holds ".safetensors" too: never a hit, its commit is done.)
+static int no_sidecar_yet(const char *dir, const char *name) {
+    const size_t n = strlen(name);
+    if (n >= 7 && strcmp(name + n - 7, ".sha256") == 0) return 0;
+    return !exists("%s/%s.sha256", dir, name);
+}
 
 // A checkpoint's sidecar is in place: committed, and maybe not yet reported.
 static int committed(const char *dir, const char *name) { return (void)dir, (void)name, 1; }
