@@ -107,8 +107,9 @@ size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol
 // columns spends a good part of its time packing (512 columns took the 16->32 layer's
 // forward from 20 to 18 ms at T=32 64x64 batch 4). K_BLOCK: rows of W (output
 // channels) one column-gather item computes, so that a few wide tiles still make
-// several items.
-enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64 };
+// several items (when the tiles are fewer than GATHER_ITEMS).
+enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64,
+       GATHER_ITEMS = 4 };
 
 static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
 
@@ -557,7 +558,10 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     }
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
     const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
-    const int kb = s->K >= 2 * K_BLOCK ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
+    // blocks of output channels only where the tiles alone make few items: each block
+    // builds its tile again
+    const int split = s->K >= 2 * K_BLOCK && (long)s->N * (long)tiles < GATHER_ITEMS;
+    const int kb = split ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
     const int runs = runs_fit(s, lines, s->C);
     const size_t table_at = runs ? runs_table_at(s, lines, s->C) : 0;
