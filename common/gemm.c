@@ -273,16 +273,6 @@ AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_
     }
 }
 
-// The same sums on an A packed once (gemm_pack_a), rows m0 .. m0+rows-1 of it.
-AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
-                                   int first_add, float *C, int ldc) {
-    for (int k0 = 0; k0 < pa->K; k0 += KC) {
-        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
-        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
-        panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C, ldc);
-    }
-}
-
 // C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
 AVX512 static void panels_into_runs(int rows, int N, int kc, const float *ap, const float *B, int ldb,
                                     const GemmRuns *c) {
@@ -297,21 +287,20 @@ AVX512 static void panels_into_runs(int rows, int N, int kc, const float *ap, co
     }
 }
 
-AVX512 static void own_gemm_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
-                                             const GemmRuns *c) {
+// The same sums on an A packed once (gemm_pack_a), rows m0 .. m0+rows-1 of it. B is
+// B (ldb) in place or, when br is set, the runs br; C is C (ldc) or, when cr is set,
+// the runs cr added to.
+AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                                   const GemmRuns *br, int first_add, float *C, int ldc, const GemmRuns *cr) {
     for (int k0 = 0; k0 < pa->K; k0 += KC) {
         const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
         const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
-        panels_into_runs(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, c);
-    }
-}
-
-AVX512 static void own_gemm_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b,
-                                        int first_add, float *C, int ldc) {
-    for (int k0 = 0; k0 < pa->K; k0 += KC) {
-        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
-        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
-        panels_times_runs(rows, N, kc, ap, b, k0, first_add || k0 > 0, C, ldc);
+        if (br)
+            panels_times_runs(rows, N, kc, ap, br, k0, first_add || k0 > 0, C, ldc);
+        else if (cr)
+            panels_into_runs(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, cr);
+        else
+            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C, ldc);
     }
 }
 
@@ -421,19 +410,10 @@ static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns 
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)ar, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
     abort();
 }
-static void own_gemm_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, int first_add,
-                                 float *C, int ldc) {
-    (void)pa, (void)m0, (void)rows, (void)N, (void)b, (void)first_add, (void)C, (void)ldc;
-    abort();
-}
-static void own_gemm_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
-                                      const GemmRuns *c) {
-    (void)pa, (void)m0, (void)rows, (void)N, (void)B, (void)ldb, (void)c;
-    abort();
-}
-static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb, int first_add,
-                            float *C, int ldc) {
-    (void)pa, (void)m0, (void)rows, (void)N, (void)B, (void)ldb, (void)first_add, (void)C, (void)ldc;
+static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                            const GemmRuns *br, int first_add, float *C, int ldc, const GemmRuns *cr) {
+    (void)pa, (void)m0, (void)rows, (void)N, (void)B, (void)ldb, (void)br, (void)first_add, (void)C, (void)ldc,
+        (void)cr;
     abort();
 }
 static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int m0, int rows, int k0, int kc) {
@@ -499,7 +479,7 @@ void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *
         return;
     }
     int add = prepare_c(rows, N, pa->K, beta, C, ldc);
-    own_gemm_packed(pa, m0, rows, N, B, ldb, add, C, ldc);
+    own_gemm_packed(pa, m0, rows, N, B, ldb, NULL, add, C, ldc, NULL);
 }
 
 void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, float beta, float *C,
@@ -507,7 +487,7 @@ void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const Ge
     if (rows <= 0 || N <= 0) return;
     if (!pa->p || !gemm_own() || m0 % MR != 0) abort(); // the callers check: a bug, not an input
     int add = prepare_c(rows, N, pa->K, beta, C, ldc);
-    own_gemm_packed_runs(pa, m0, rows, N, b, add, C, ldc);
+    own_gemm_packed(pa, m0, rows, N, NULL, 0, b, add, C, ldc, NULL);
 }
 
 void gemm_nt_runs(int M, int N, int K, const GemmRuns *a, const float *B, int ldb, float beta, float *C, int ldc) {
@@ -521,5 +501,5 @@ void gemm_nn_packed_into_runs(const GemmPacked *pa, int m0, int rows, int N, con
                               const GemmRuns *c) {
     if (rows <= 0 || N <= 0 || pa->K <= 0) return;
     if (!pa->p || !gemm_own() || m0 % MR != 0) abort(); // the callers check
-    own_gemm_packed_into_runs(pa, m0, rows, N, B, ldb, c);
+    own_gemm_packed(pa, m0, rows, N, B, ldb, NULL, 1, NULL, 0, c);
 }
