@@ -263,6 +263,22 @@ static inline void split_line(float *restrict ph, const float *restrict row, con
     }
 }
 
+// The adjoint: row[0..W) += the data positions of the split line ph.
+static inline void add_split_line(float *restrict row, const float *restrict ph, const ConvShape *s) {
+    const size_t len = phase_len(s), pad = line_pad(s);
+    const int W = s->W, st = s->sW;
+    if (st == 1) {
+        for (int j = 0; j < W; j++) row[j] += ph[pad + j];
+    } else if (st == 2) {
+        const float *restrict e = ph + pad, *restrict o = ph + len + pad;
+        for (int j = 0; j < W / 2; j++) row[2 * j] += e[j], row[2 * j + 1] += o[j];
+        if (W & 1) row[W - 1] += e[W / 2];
+    } else {
+        for (int m = 0; m < st; m++)
+            for (int j = 0; m + j * st < W; j++) row[m + j * st] += ph[m * len + pad + j];
+    }
+}
+
 // col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
 // r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
 // ph: line_floats(s) of scratch.
@@ -382,33 +398,6 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
 typedef struct {
     int ot0, used, hh0, hlines;
 } Window;
-static Window tile_window(const ConvShape *s, size_t q0, size_t q1);
-
-// The largest region of `channels` channels over the tiles of `lines` lines.
-static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
-    size_t most = 0;
-    for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
-        const Window win = tile_window(s, q0, tile_end(s, q0, lines));
-        const size_t n = (size_t)win.used * (size_t)win.hlines;
-        if (n > most) most = n;
-    }
-    return (size_t)channels * most * line_floats(s);
-}
-// A thread's part for the runs path: the region of `channels` channels, then its row
-// offsets and run offsets (one per 16 columns), as ptrdiff_t.
-// (The table starts at the first 64-byte boundary from part + runs_table_at: a thread's
-// part need not be aligned for ptrdiff_t.)
-static size_t runs_table_at(const ConvShape *s, size_t lines, int channels) { return region_floats(s, lines, channels); }
-static size_t runs_part_floats(const ConvShape *s, size_t lines, int channels) {
-    const size_t rows = (size_t)channels * kvol(s), runs = lines * (size_t)s->oW / 16 + 1;
-    return runs_table_at(s, lines, channels) + 16 + (rows + runs) * (sizeof(ptrdiff_t) / sizeof(float));
-}
-static int runs_on = 1;
-void conv_use_runs(int on) { __atomic_store_n(&runs_on, on, __ATOMIC_RELAXED); }
-static int runs_fit(const ConvShape *s, size_t lines, int channels) {
-    return __atomic_load_n(&runs_on, __ATOMIC_RELAXED) && gemm_own() && s->oW % 16 == 0 &&
-           runs_part_floats(s, lines, channels) <= tile_floats(s);
-}
 
 // The part of the input a tile [q0, q1) reaches: slices ot0*sT - pT + [0, used) and
 // padded lines hh [hh0, hh0 + hlines) of each (all of them when the tile spans
@@ -423,11 +412,39 @@ static Window tile_window(const ConvShape *s, size_t q0, size_t q1) {
     return win;
 }
 
+// The largest region of `channels` channels over the tiles of `lines` lines.
+static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
+    size_t most = 0;
+    for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
+        const Window win = tile_window(s, q0, tile_end(s, q0, lines));
+        const size_t n = (size_t)win.used * (size_t)win.hlines;
+        if (n > most) most = n;
+    }
+    return (size_t)channels * most * line_floats(s);
+}
+
+static int runs_on = 1;
+void conv_use_runs(int on) { __atomic_store_n(&runs_on, on, __ATOMIC_RELAXED); }
+
+// When the column matrix of tiles of `lines` lines is read in place, with regions of
+// `channels` channels: the floats of the largest region, where a thread's part puts the
+// offset table next (rows, then one run per 16 columns, as ptrdiff_t, from the first
+// 64-byte boundary: a thread's part need not be aligned for them). 0 when the copied
+// path runs instead: not our kernels, lines that are not whole vectors, or a region
+// and its table larger than a thread's part.
+static size_t runs_region(const ConvShape *s, size_t lines, int channels) {
+    if (!__atomic_load_n(&runs_on, __ATOMIC_RELAXED) || !gemm_own() || s->oW % 16 != 0) return 0;
+    const size_t region = region_floats(s, lines, channels);
+    const size_t rows = (size_t)channels * kvol(s), runs = lines * (size_t)s->oW / 16 + 1;
+    const size_t part = region + 16 + (rows + runs) * (sizeof(ptrdiff_t) / sizeof(float));
+    return part <= tile_floats(s) ? region : 0;
+}
+
 // The region at part for channels [c0, c1) of sample x and the tile [q0, q1), with its
 // offsets: b->row[i] for rows c0*kvol + i, b->run[j] for the tile's runs of 16 columns.
 // split: the input lines split into it (zero lines for padding); else all zeros, for a
-// product to add into (region_add_back then adds it to the volume). The offsets go at
-// part + table_at (runs_table_at: past the largest region).
+// product to add into (region_add_back then adds it to the volume). The offsets go
+// past part + table_at (runs_region: past the largest region).
 static void region_fill(GemmRuns *b, float *part, size_t table_at, const float *x, const ConvShape *s, int c0, int c1,
                         size_t q0, size_t q1, int split) {
     const size_t lf = line_floats(s);
@@ -467,9 +484,8 @@ static void region_fill(GemmRuns *b, float *part, size_t table_at, const float *
 // x[c0..c1) += the region's lines (the data positions of each split line, padding
 // lines and padding positions dropped): the adjoint of region_fill's split.
 static void region_add_back(float *x, const float *region, const ConvShape *s, int c0, int c1, size_t q0, size_t q1) {
-    const size_t lf = line_floats(s), len = phase_len(s), pad = line_pad(s);
+    const size_t lf = line_floats(s);
     const Window win = tile_window(s, q0, q1);
-    const int W = s->W, st = s->sW;
     for (int c = c0; c < c1; c++)
         for (int tt = 0; tt < win.used; tt++) {
             const int it = win.ot0 * s->sT - s->pT + tt;
@@ -478,18 +494,8 @@ static void region_add_back(float *x, const float *region, const ConvShape *s, i
             for (int hh = win.hh0; hh < win.hh0 + win.hlines; hh++) {
                 const int ih = hh - s->pH;
                 if (ih < 0 || ih >= s->H) continue;
-                const float *restrict ph = slice + (size_t)(hh - win.hh0) * lf;
-                float *restrict row = x + (((size_t)c * s->T + it) * s->H + ih) * s->W;
-                if (st == 1) {
-                    for (int j = 0; j < W; j++) row[j] += ph[pad + j];
-                } else if (st == 2) {
-                    const float *restrict e = ph + pad, *restrict o = ph + len + pad;
-                    for (int j = 0; j < W / 2; j++) row[2 * j] += e[j], row[2 * j + 1] += o[j];
-                    if (W & 1) row[W - 1] += e[W / 2];
-                } else {
-                    for (int m = 0; m < st; m++)
-                        for (int j = 0; m + j * st < W; j++) row[m + j * st] += ph[m * len + pad + j];
-                }
+                add_split_line(x + (((size_t)c * s->T + it) * s->H + ih) * s->W, slice + (size_t)(hh - win.hh0) * lf,
+                               s);
             }
         }
 }
@@ -563,8 +569,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     const int split = s->K >= 2 * K_BLOCK && (long)s->N * (long)tiles < GATHER_ITEMS;
     const int kb = split ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
-    const int runs = runs_fit(s, lines, s->C);
-    const size_t table_at = runs ? runs_table_at(s, lines, s->C) : 0;
+    const size_t table_at = runs_region(s, lines, s->C);
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // each thread's view of the one packed W
@@ -578,7 +583,7 @@ static void gather_columns(float *out, float beta, const float *vol, const float
             int cols = (int)((q1 - q0) * s->oW);
             const float *xn = vol + (size_t)n * s->C * vol_plane(s);
             float *dst = out + ((size_t)n * s->K + k0) * L + q0 * s->oW;
-            if (runs && pw.p) {
+            if (table_at && pw.p) {
                 GemmRuns b;
                 region_fill(&b, col, table_at, xn, s, 0, s->C, q0, q1, 1);
                 gemm_nn_packed_runs(&pw, k0, k1 - k0, cols, &b, beta, dst, L);
@@ -602,28 +607,28 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const size_t lines = gather_lines(s), tiles = gather_tiles(s), nd = dw_floats(s);
     const long items = (long)s->N * per;
     float *partials = partials_at(s, ws);
-    const int runs = runs_fit(s, lines, s->C);
-    const size_t table_at = runs ? runs_table_at(s, lines, s->C) : 0;
+    const size_t table_at = runs_region(s, lines, s->C);
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
         const int n = (int)(i / per), part = (int)(i % per);
         const size_t t0 = tiles * part / per, t1 = tiles * (part + 1) / per;
-        for (size_t t = t0; t < t1 && runs; t++) {
-            const size_t q0 = t * lines, q1 = tile_end(s, q0, lines);
-            GemmRuns a;
-            region_fill(&a, col, table_at, vol + (size_t)n * s->C * vol_plane(s), s, 0, s->C, q0, q1, 1);
-            gemm_nt_runs(Ck, s->K, (int)((q1 - q0) * s->oW), &a, colside + (size_t)n * s->K * L + q0 * s->oW, L,
-                         t == t0 ? 0.0f : 1.0f, partials + (size_t)i * nd, s->K);
-        }
-        for (size_t t = t0; t < t1 && !runs; t++) {
+        const float *xn = vol + (size_t)n * s->C * vol_plane(s);
+        for (size_t t = t0; t < t1; t++) {
             const size_t q0 = t * lines, q1 = tile_end(s, q0, lines);
             const int cols = (int)((q1 - q0) * s->oW);
-            vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, 0, Ck, q0, q1, col + tile_part(s));
+            const float *dy = colside + (size_t)n * s->K * L + q0 * s->oW;
+            float *part_dw = partials + (size_t)i * nd;
             // the partial as dW^T (Ck, K) = col colside^T: OpenBLAS runs this orientation
             // about 15% faster than (K, Ck) for these shapes
-            gemm_nt(Ck, s->K, cols, col, cols, colside + (size_t)n * s->K * L + q0 * s->oW, L, t == t0 ? 0.0f : 1.0f,
-                    partials + (size_t)i * nd, s->K);
+            if (table_at) {
+                GemmRuns a;
+                region_fill(&a, col, table_at, xn, s, 0, s->C, q0, q1, 1);
+                gemm_nt_runs(Ck, s->K, cols, &a, dy, L, t == t0 ? 0.0f : 1.0f, part_dw, s->K);
+            } else {
+                vol2col_tile(col, xn, s, 0, Ck, q0, q1, col + tile_part(s));
+                gemm_nt(Ck, s->K, cols, col, cols, dy, L, t == t0 ? 0.0f : 1.0f, part_dw, s->K);
+            }
         }
     }
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
@@ -729,8 +734,7 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     const long items = (long)s->N * groups;
     // in place: the product added into a region of the group's channels, then the
     // region added to the volume (kv % 8: each group's rows start a panel of W^T)
-    const int runs = kv % 8 == 0 && runs_fit(s, lines, per);
-    const size_t table_at = runs ? runs_table_at(s, lines, per) : 0;
+    const size_t table_at = kv % 8 == 0 ? runs_region(s, lines, per) : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // W^T (Ck, K), packed once
@@ -740,21 +744,20 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
             float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
             int n = (int)(i / groups), c0 = (int)(i % groups) * per, c1 = c0 + per < s->C ? c0 + per : s->C;
             float *xn = vol + (size_t)n * s->C * vol_plane(s);
-            for (size_t q0 = 0; q0 < lines_total(s) && runs && pw.p; q0 += lines) {
+            for (size_t q0 = 0; q0 < lines_total(s); q0 += lines) {
                 const size_t q1 = tile_end(s, q0, lines);
-                GemmRuns c;
-                region_fill(&c, col, table_at, NULL, s, c0, c1, q0, q1, 0);
-                gemm_nn_packed_into_runs(&pw, c0 * kv, (c1 - c0) * kv, (int)((q1 - q0) * s->oW),
-                                         colside + (size_t)n * s->K * L + q0 * s->oW, L, &c);
-                region_add_back(xn, col, s, c0, c1, q0, q1);
-            }
-            for (size_t q0 = 0; q0 < lines_total(s) && !(runs && pw.p); q0 += lines) {
-                size_t q1 = tile_end(s, q0, lines);
-                int cols = (int)((q1 - q0) * s->oW);
-                // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
-                gemm_nn_packed(&pw, c0 * kv, (c1 - c0) * kv, cols, w, Ck, 1,
-                               colside + (size_t)n * s->K * L + q0 * s->oW, L, 0.0f, col, cols);
-                col2vol_tile_add(xn, col, s, c0, c1, q0, q1, col + tile_part(s));
+                const int cols = (int)((q1 - q0) * s->oW);
+                const float *dy = colside + (size_t)n * s->K * L + q0 * s->oW;
+                if (table_at && pw.p) {
+                    GemmRuns c;
+                    region_fill(&c, col, table_at, NULL, s, c0, c1, q0, q1, 0);
+                    gemm_nn_packed_into_runs(&pw, c0 * kv, (c1 - c0) * kv, cols, dy, L, &c);
+                    region_add_back(xn, col, s, c0, c1, q0, q1);
+                } else {
+                    // col (rows of channels c0..c1, cols) = W[:, rows]^T (.., K) colside_n[:, tile]
+                    gemm_nn_packed(&pw, c0 * kv, (c1 - c0) * kv, cols, w, Ck, 1, dy, L, 0.0f, col, cols);
+                    col2vol_tile_add(xn, col, s, c0, c1, q0, q1, col + tile_part(s));
+                }
             }
         }
     }
