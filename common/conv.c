@@ -109,7 +109,7 @@ size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol
 // channels) one column-gather item computes, so that a few wide tiles still make
 // several items (when the tiles are fewer than GATHER_ITEMS).
 enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64,
-       GATHER_ITEMS = 4 };
+       GATHER_ITEMS = 4, SHARED_BUILD_PARTS = 8 };
 
 static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
 
@@ -570,13 +570,30 @@ static void gather_columns(float *out, float beta, const float *vol, const float
     const int kb = split ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
     const long items = (long)s->N * (long)tiles * kblocks;
     const size_t table_at = runs_region(s, lines, s->C);
+    // Blocks share their tile: the (fewer than GATHER_ITEMS) tiles are built first, into
+    // the tile parts of the first threads' workspace, by every thread a block of rows at
+    // a time (one build per block made the deep layers' forwards spend more time in
+    // vol2col, 4-float lines, than in their products).
+    const int shared = kblocks > 1 && !table_at;
+    const long builds = shared ? (long)s->N * (long)tiles * SHARED_BUILD_PARTS : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // each thread's view of the one packed W
         gemm_pack_a(&pw, packed_w(s, ws), s->K, Ck, w, Ck, 0);
+        float *own = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+#pragma omp for schedule(static)
+        for (long b = 0; b < builds; b++) {
+            const long u = b / SHARED_BUILD_PARTS; // tile u = (sample, tile) in order
+            const int part = (int)(b % SHARED_BUILD_PARTS), r0 = Ck * part / SHARED_BUILD_PARTS,
+                      r1 = Ck * (part + 1) / SHARED_BUILD_PARTS;
+            const size_t q0 = (size_t)(u % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
+            vol2col_tile(ws + (size_t)u * tile_floats(s) + (size_t)r0 * (q1 - q0) * s->oW,
+                         vol + (size_t)(u / (long)tiles) * s->C * vol_plane(s), s, r0, r1, q0, q1,
+                         own + tile_part(s));
+        }
 #pragma omp for schedule(static)
         for (long i = 0; i < items; i++) {
-            float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
+            float *col = own;
             const int n = (int)(i / ((long)tiles * kblocks)), k0 = (int)(i % kblocks) * kb;
             const int k1 = k0 + kb < s->K ? k0 + kb : s->K;
             const size_t q0 = (size_t)(i / kblocks % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
@@ -587,9 +604,18 @@ static void gather_columns(float *out, float beta, const float *vol, const float
                 GemmRuns b;
                 region_fill(&b, col, table_at, xn, s, 0, s->C, q0, q1, 1);
                 gemm_nn_packed_runs(&pw, k0, k1 - k0, cols, &b, beta, dst, L);
+            } else if (shared) {
+                gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, ws + (size_t)(i / kblocks) * tile_floats(s), cols,
+                               beta, dst, L);
             } else {
-                vol2col_tile(col, xn, s, 0, Ck, q0, q1, col + tile_part(s));
-                gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, col, cols, beta, dst, L);
+                // a deep layer's tile (Ck rows in the thousands) would be megabytes, built
+                // into memory and read back: it is built and multiplied GEMM_KC rows at a
+                // time instead, a slab in L2 (the product's own blocks of k: same sums)
+                for (int r0 = 0; r0 < Ck; r0 += GEMM_KC) {
+                    const int r1 = r0 + GEMM_KC < Ck ? r0 + GEMM_KC : Ck;
+                    vol2col_tile(col, xn, s, r0, r1, q0, q1, col + tile_part(s));
+                    gemm_nn_packed_slab(&pw, k0, k1 - k0, r0, cols, w, Ck, col, cols, beta, dst, L);
+                }
             }
             if (lrelu) lrelu_rows(dst, (size_t)L, k1 - k0, cols, *lrelu);
         }
@@ -645,9 +671,34 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
 // with col transposed, rather than as dot products 16 long: each costs a reduction
 // across lanes and a load and store of dW for 16 multiply-adds. DW_OUTER_COLS: the
 // most columns so run; the transposed copy sits after the tile.
-enum { DW_OUTER_COLS = 32 };
+enum { DW_OUTER_COLS = 256, TRANSPOSE_BLOCK = 16 };
+
+// dst (cols, rows) = src (rows, cols)^T, in blocks of TRANSPOSE_BLOCK rows: a row at a
+// time would store to every column's row of dst, a page apart for the deep layers'
+// 1024-row groups, and the stores would evict each other from L1.
+static void transpose_tile(float *restrict dst, const float *restrict src, int rows, int cols) {
+    for (int r0 = 0; r0 < rows; r0 += TRANSPOSE_BLOCK) {
+        const int r1 = r0 + TRANSPOSE_BLOCK < rows ? r0 + TRANSPOSE_BLOCK : rows;
+        for (int j = 0; j < cols; j++)
+            for (int r = r0; r < r1; r++) dst[(size_t)j * rows + r] = src[(size_t)r * cols + j];
+    }
+}
 static int dw_outer(const ConvShape *s, int rows, int cols) {
     return gemm_own() && cols <= DW_OUTER_COLS && 2 * (size_t)rows * (size_t)cols <= tile_part(s);
+}
+
+// dW[:, rows] (ldw apart) += dY (K, cols; ldy apart) col^T, col the (rows, cols) tile:
+// as outer products on col transposed next to itself where cols are few, else as dot
+// products.
+static void dw_product(const ConvShape *s, int rows, int cols, const float *dy, int ldy, float *col, float *dw,
+                       int ldw) {
+    if (dw_outer(s, rows, cols)) {
+        float *colt = col + (size_t)rows * cols;
+        transpose_tile(colt, col, rows, cols);
+        gemm_nn(s->K, rows, cols, dy, ldy, 0, colt, rows, 1.0f, dw, ldw);
+    } else {
+        gemm_nt(s->K, rows, cols, dy, ldy, col, cols, 1.0f, dw, ldw);
+    }
 }
 
 // Weight gradient: dW (K, Ck) += sum_n colside_n (K, L) vol2col(vol_n)^T. Items are
@@ -688,7 +739,7 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
                     for (int j = 0; j < nb; j++)
                         vol2col_tile_ld(col + (size_t)j * L, ld, vol + (size_t)(n0 + j) * s->C * vol_plane(s), s, r0,
                                         r1, 0, lines_total(s), col + tile_part(s));
-                    gemm_nt(s->K, r1 - r0, (int)ld, dycat + (size_t)n0 * L, (int)ldy, col, (int)ld, 1.0f, dw + r0, Ck);
+                    dw_product(s, r1 - r0, (int)ld, dycat + (size_t)n0 * L, (int)ldy, col, dw + r0, Ck);
                 }
             }
         }
@@ -704,15 +755,7 @@ static void gather_weight_grad(float *dw, const float *colside, const float *vol
                 int cols = (int)((q1 - q0) * s->oW);
                 const float *dy = colside + (size_t)n * s->K * L + q0 * s->oW;
                 vol2col_tile(col, vol + (size_t)n * s->C * vol_plane(s), s, r0, r1, q0, q1, col + tile_part(s));
-                if (dw_outer(s, r1 - r0, cols)) {
-                    // dW[:, r0..r1) += dY (K, cols) col^T (cols, rows): col transposed next to itself
-                    float *colt = col + (size_t)(r1 - r0) * cols;
-                    for (int r = 0; r < r1 - r0; r++)
-                        for (int j = 0; j < cols; j++) colt[(size_t)j * (r1 - r0) + r] = col[(size_t)r * cols + j];
-                    gemm_nn(s->K, r1 - r0, cols, dy, L, 0, colt, r1 - r0, 1.0f, dw + r0, Ck);
-                } else {
-                    gemm_nt(s->K, r1 - r0, cols, dy, L, col, cols, 1.0f, dw + r0, Ck);
-                }
+                dw_product(s, r1 - r0, cols, dy, L, col, dw + r0, Ck);
             }
     }
 }

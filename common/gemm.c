@@ -32,7 +32,7 @@
 // weight gradients, k = the batch).
 // SHORT_K: at most this many k in a block, panels_times_b walks C row-panel by
 // row-panel (see there).
-enum { MR = 8, NR = 32, KC = 256, MCHUNK = 64, MIN_K = 16, SHORT_K = 32 };
+enum { MR = 8, NR = 32, KC = GEMM_KC, MCHUNK = 64, MIN_K = 16, SHORT_K = 32, PF_TILES = 2 };
 
 static int use_own = -1; // -1: not decided yet
 
@@ -179,6 +179,18 @@ AVX512 static void micro_nn_into_runs(int kc, const float *restrict ap, const fl
     micro_nn_body(kc, ap, B, ldb, NULL, NULL, c0, 0, crow, c1, rows, ncols, 1);
 }
 
+// C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1 for
+// writing: a product of few k added to C is bound by C's traffic, and the tiles the
+// walk reaches are a page apart (a row of a deep layer's dW is 64 KiB), which the
+// hardware prefetchers do not follow. PF_TILES: how many tiles ahead the walk asks.
+AVX512 static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N, int r0, int j0) {
+    if (r0 >= rows || j0 >= N) return;
+    for (int m = r0; m < (r0 + MR < rows ? r0 + MR : rows); m++) {
+        _mm_prefetch((const char *)(C + (size_t)m * ldc + j0), _MM_HINT_T0);
+        if (j0 + 16 < N) _mm_prefetch((const char *)(C + (size_t)m * ldc + j0 + 16), _MM_HINT_T0);
+    }
+}
+
 // One block of k: C's first `rows` rows, strips of NR columns, each strip over every
 // panel of ap (the panels of those rows for this block).
 AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
@@ -189,9 +201,14 @@ AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, cons
         // along, B's strips re-read from cache (the same tiles, the same sums)
         for (int p = 0; p < panels; p++) {
             const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
-            for (int j0 = 0; j0 < N; j0 += NR)
+            for (int j0 = 0; j0 < N; j0 += NR) {
+                if (add) {
+                    const int pj = j0 + PF_TILES * NR;
+                    prefetch_c_tile(C, ldc, rows, N, pj < N ? r0 : r0 + MR, pj < N ? pj : pj - N);
+                }
                 micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr,
                          N - j0 < NR ? N - j0 : NR, add);
+            }
         }
         return;
     }
@@ -199,6 +216,7 @@ AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, cons
         const int ncols = N - j0 < NR ? N - j0 : NR;
         for (int p = 0; p < panels; p++) {
             const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            if (add) prefetch_c_tile(C, ldc, rows, N, r0 + PF_TILES * MR, j0);
             micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols, add);
         }
     }
@@ -253,11 +271,23 @@ AVX512 static void few_rows_gemm(int M, int N, int K, const float *A, int lda, i
     }
 }
 
+// The part of A that pack_a will read for rows m0.., k0.. asked into L2 while the block
+// before it is multiplied: A's rows are read a block (1 KiB) at a time, a deep layer's
+// 64 KiB apart, too short a run each for the hardware prefetchers.
+AVX512 static inline __attribute__((always_inline)) void prefetch_a_block(const float *A, int lda, int a_trans, int m0,
+                                                                          int rows, int k0, int kc) {
+    const int lines = a_trans ? kc : rows, along = a_trans ? rows : kc;
+    const float *first = a_trans ? A + (size_t)k0 * lda + m0 : A + (size_t)m0 * lda + k0;
+    for (int i = 0; i < lines; i++)
+        for (int j = 0; j < along; j += 16) _mm_prefetch((const char *)(first + (size_t)i * lda + j), _MM_HINT_T1);
+}
+
 // C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
 // columns, panels of MR rows, in that order: every element's sum runs over k in order,
-// block after block.
-AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
-                            int first_add, float *C, int ldc) {
+// block after block. A has k_avail >= K columns of k (A a slab of a longer product,
+// gemm_nn_packed_slab): the next slab's first block is asked ahead too.
+AVX512 static void own_gemm_ahead(int M, int N, int K, int k_avail, const float *A, int lda, int a_trans,
+                                  const float *B, int ldb, int first_add, float *C, int ldc) {
     if (M <= FEW_ROWS) {
         few_rows_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
         return;
@@ -268,9 +298,23 @@ AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
             pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
+            // the block packed next: along k, else the next chunk's first, else the next slab's
+            int pm = m0, pk = k0 + KC;
+            if (pk >= K) pm = m0 + MCHUNK, pk = 0;
+            if (pm >= M) pm = 0, pk = K;
+            if (pk < k_avail) {
+                const int prows = M - pm < MCHUNK ? M - pm : MCHUNK, pkc = k_avail - pk < KC ? k_avail - pk : KC;
+                prefetch_a_block(A, lda, a_trans, pm, prows, pk, pk < K && pkc > K - pk ? K - pk : pkc);
+            }
             panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C + (size_t)m0 * ldc, ldc);
         }
     }
+}
+
+// C (M, N) = or += A B.
+AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                            int first_add, float *C, int ldc) {
+    own_gemm_ahead(M, N, K, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
 }
 
 // C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
@@ -405,6 +449,11 @@ static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, 
         (void)ldc;
     abort(); // gemm_own() is 0 here
 }
+static void own_gemm_ahead(int M, int N, int K, int k_avail, const float *A, int lda, int a_trans, const float *B,
+                           int ldb, int first_add, float *C, int ldc) {
+    (void)k_avail;
+    own_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
+}
 static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb, int add,
                    float *C, int ldc) {
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)ar, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
@@ -418,6 +467,11 @@ static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const
 }
 static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int m0, int rows, int k0, int kc) {
     (void)ap, (void)A, (void)lda, (void)a_trans, (void)m0, (void)rows, (void)k0, (void)kc;
+    abort();
+}
+static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
+                           int ldc) {
+    (void)rows, (void)N, (void)kc, (void)ap, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
     abort();
 }
 #endif
@@ -468,6 +522,28 @@ int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int ld
         pack_a(buf + (size_t)k0 * pa->Mpad + (size_t)m0 * kc, A, lda, a_trans, m0, M - m0 < MR ? M - m0 : MR, k0, kc);
     }
     return 1;
+}
+
+void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc) {
+    if (rows <= 0 || N <= 0) return;
+    if (k0 >= pa->K) { // K = 0: C = beta C
+        if (k0 == 0) prepare_c(rows, N, 0, beta, C, ldc);
+        return;
+    }
+    const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+    const float *a = A + (size_t)m0 * lda + k0;
+    if (!gemm_own() || pa->K < MIN_K) { // OpenBLAS: its own sums, slab after slab
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, N, kc, 1.0f, a, lda, B, ldb,
+                    k0 == 0 ? beta : 1.0f, C, ldc);
+        return;
+    }
+    const int add = k0 == 0 ? prepare_c(rows, N, pa->K, beta, C, ldc) : 1;
+    if (pa->p && m0 % MR == 0)
+        panels_times_b(rows, N, kc, pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc, B, ldb, add, C, ldc);
+    else { // gemm_nn's own blocks of k are these slabs
+        own_gemm_ahead(rows, N, kc, pa->K - k0, a, lda, 0, B, ldb, add, C, ldc);
+    }
 }
 
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,

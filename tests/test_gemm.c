@@ -2,7 +2,8 @@
 // against a double-precision loop, over shapes that hit every edge of the register
 // tiles (rows past a panel of 8, columns past a strip of 32 or a vector of 16, k past a
 // block of 256 or a vector of 16, one to four rows), A given plain or transposed, and
-// beta 0 (C holding NaN, which must not be read), 1 and 0.5.
+// beta 0 (C holding NaN, which must not be read), 1 and 0.5; the packed product whole and
+// slab by slab.
 #include "testutil.h"
 
 #include <math.h>
@@ -123,6 +124,51 @@ static void run_packed(int own) {
     gemm_use_own(1);
 }
 
+// gemm_nn_packed_slab over slabs of GEMM_KC rows of B, in order, with beta 0 and 1:
+// within tolerance of the double loop on both routes and, on ours, the bits of one
+// gemm_nn_packed call (the fallback on A itself for the piece [11, M) too, except for
+// pieces of at most four rows there, which one call sums over all of k at once).
+static void run_slabs(int own) {
+    gemm_use_own(own);
+    for (int si = 0; si < NSHAPES; si++) {
+        const Shape *s = &shapes[si];
+        const int lda = s->K + 3, ldb = s->N + 2, ldc = s->N + 3;
+        size_t na = (size_t)(s->M + 8) * (s->K + 8), nb = (size_t)(s->K + 8) * (s->N + 8), nc = (size_t)s->M * ldc;
+        float *A = malloc(na * sizeof(float)), *B = malloc(nb * sizeof(float)), *C = malloc(nc * sizeof(float));
+        float *C1 = malloc(nc * sizeof(float)), *C0 = malloc(nc * sizeof(float)), *R = malloc(nc * sizeof(float));
+        float *buf = malloc((gemm_packed_floats(s->M, s->K) + 1) * sizeof(float));
+        assert_true(A && B && C && C1 && C0 && R && buf);
+        for (size_t i = 0; i < na; i++) A[i] = frand();
+        for (size_t i = 0; i < nb; i++) B[i] = frand();
+        GemmPacked pa;
+        gemm_pack_a(&pa, buf, s->M, s->K, A, lda, 0);
+        for (int add = 0; add < 2; add++) {
+            for (size_t i = 0; i < nc; i++) C0[i] = (int)(i % ldc) >= s->N ? -7.0f : add ? frand() : NAN;
+            memcpy(C, C0, nc * sizeof(float));
+            memcpy(C1, C0, nc * sizeof(float));
+            const int cut[4] = {0, s->M < 8 ? s->M : 8, s->M < 11 ? s->M : 11, s->M};
+            for (int c = 0; c < 3; c++) {
+                const int rows = cut[c + 1] - cut[c];
+                float *cc = C + (size_t)cut[c] * ldc;
+                for (int k0 = 0; k0 == 0 || k0 < s->K; k0 += GEMM_KC)
+                    gemm_nn_packed_slab(&pa, cut[c], rows, k0, s->N, A, lda, B + (size_t)k0 * ldb, ldb,
+                                        add ? 1.0f : 0.0f, cc, ldc);
+                gemm_nn_packed(&pa, cut[c], rows, s->N, A, lda, 0, B, ldb, add ? 1.0f : 0.0f,
+                               C1 + (size_t)cut[c] * ldc, ldc);
+                if (own && gemm_own() && s->K >= 16 && (rows > 4 || (pa.p && cut[c] % 8 == 0)))
+                    for (int m = cut[c]; m < cut[c + 1]; m++)
+                        if (memcmp(C + (size_t)m * ldc, C1 + (size_t)m * ldc, sizeof(float) * (size_t)s->N) != 0)
+                            fail_msg("slabs shape %d (%d,%d,%d) beta %d: row %d differs from one product", si, s->M,
+                                     s->N, s->K, add, m);
+            }
+            reference(s, A, lda, 0, B, ldb, 0, add ? 1.0f : 0.0f, C0, R, ldc);
+            check(own ? "own" : "openblas", add ? "slabs beta 1" : "slabs beta 0", si, C, R, s, ldc);
+        }
+        free(A); free(B); free(C); free(C1); free(C0); free(R); free(buf);
+    }
+    gemm_use_own(1);
+}
+
 // The operands read as runs of 16 floats (GemmRuns): gemm_nn_packed_runs and
 // gemm_nt_runs give the bits of gemm_nn_packed and gemm_nt on the same values copied
 // out; gemm_nn_packed_into_runs adds A B into rows that overlap (rows 4 apart start 1
@@ -216,12 +262,14 @@ static void test_own_kernels(void **state) {
     if (!gemm_own()) skip(); // no AVX-512 here (or under valgrind): the OpenBLAS route is what runs
     run_all(1);
     run_packed(1);
+    run_slabs(1);
 }
 
 static void test_openblas_route(void **state) {
     (void)state;
     run_all(0);
     run_packed(0);
+    run_slabs(0);
 }
 
 int main(void) {

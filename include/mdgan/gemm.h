@@ -45,6 +45,16 @@ size_t gemm_packed_floats(int M, int K);
 int gemm_pack_a(GemmPacked *pa, float *buf, int M, int K, const float *A, int lda, int a_trans);
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
                     const float *B, int ldb, float beta, float *C, int ldc);
+// One block of k of that product, so that a caller can build B a block of rows at a
+// time (a deep layer's column tile is megabytes; a slab of GEMM_KC rows stays in L2):
+// C (rows, N) = A[m0 .. m0+rows, k0 .. k0+kc) B + beta C for k0 == 0, += for the
+// blocks after it, with kc = min(GEMM_KC, K - k0), k0 a multiple of GEMM_KC, A not
+// transposed, B the (kc, N) slab. Called for k0 = 0, GEMM_KC, ... in order, the sums
+// are gemm_nn_packed's, bit for bit, on our kernels (except for products of at most
+// four rows from an A not packed, which one call sums over all of k at once).
+enum { GEMM_KC = 256 };
+void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, const float *A, int lda,
+                         const float *B, int ldb, float beta, float *C, int ldc);
 
 // An operand read in place as runs of 16 floats (the convolutions' column matrix, read
 // straight from the phase-split input lines instead of copied out first): element
