@@ -179,11 +179,13 @@ AVX512 static void micro_nn_into_runs(int kc, const float *restrict ap, const fl
     micro_nn_body(kc, ap, B, ldb, NULL, NULL, c0, 0, crow, c1, rows, ncols, 1);
 }
 
-// C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1 for
-// writing: a product of few k added to C is bound by C's traffic, and the tiles the
-// walk reaches are a page apart (a row of a deep layer's dW is 64 KiB), which the
-// hardware prefetchers do not follow. PF_TILES: how many tiles ahead the walk asks.
-AVX512 static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N, int r0, int j0) {
+// C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1: a product
+// of few k added to C is bound by C's traffic, and the walk reaches rows a page apart
+// (a row of a deep layer's dW is 64 KiB) in runs too short for the hardware
+// prefetchers. PF_TILES: how many tiles ahead the walk asks. Inlined into the AVX-512
+// kernels on purpose: as a function of its own GCC found it const and dropped its calls.
+AVX512 static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N,
+                                                                         int r0, int j0) {
     if (r0 >= rows || j0 >= N) return;
     for (int m = r0; m < (r0 + MR < rows ? r0 + MR : rows); m++) {
         _mm_prefetch((const char *)(C + (size_t)m * ldc + j0), _MM_HINT_T0);
@@ -271,23 +273,11 @@ AVX512 static void few_rows_gemm(int M, int N, int K, const float *A, int lda, i
     }
 }
 
-// The part of A that pack_a will read for rows m0.., k0.. asked into L2 while the block
-// before it is multiplied: A's rows are read a block (1 KiB) at a time, a deep layer's
-// 64 KiB apart, too short a run each for the hardware prefetchers.
-AVX512 static inline __attribute__((always_inline)) void prefetch_a_block(const float *A, int lda, int a_trans, int m0,
-                                                                          int rows, int k0, int kc) {
-    const int lines = a_trans ? kc : rows, along = a_trans ? rows : kc;
-    const float *first = a_trans ? A + (size_t)k0 * lda + m0 : A + (size_t)m0 * lda + k0;
-    for (int i = 0; i < lines; i++)
-        for (int j = 0; j < along; j += 16) _mm_prefetch((const char *)(first + (size_t)i * lda + j), _MM_HINT_T1);
-}
-
 // C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
 // columns, panels of MR rows, in that order: every element's sum runs over k in order,
-// block after block. A has k_avail >= K columns of k (A a slab of a longer product,
-// gemm_nn_packed_slab): the next slab's first block is asked ahead too.
-AVX512 static void own_gemm_ahead(int M, int N, int K, int k_avail, const float *A, int lda, int a_trans,
-                                  const float *B, int ldb, int first_add, float *C, int ldc) {
+// block after block.
+AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                            int first_add, float *C, int ldc) {
     if (M <= FEW_ROWS) {
         few_rows_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
         return;
@@ -298,23 +288,9 @@ AVX512 static void own_gemm_ahead(int M, int N, int K, int k_avail, const float 
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
             pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
-            // the block packed next: along k, else the next chunk's first, else the next slab's
-            int pm = m0, pk = k0 + KC;
-            if (pk >= K) pm = m0 + MCHUNK, pk = 0;
-            if (pm >= M) pm = 0, pk = K;
-            if (pk < k_avail) {
-                const int prows = M - pm < MCHUNK ? M - pm : MCHUNK, pkc = k_avail - pk < KC ? k_avail - pk : KC;
-                prefetch_a_block(A, lda, a_trans, pm, prows, pk, pk < K && pkc > K - pk ? K - pk : pkc);
-            }
             panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C + (size_t)m0 * ldc, ldc);
         }
     }
-}
-
-// C (M, N) = or += A B.
-AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
-                            int first_add, float *C, int ldc) {
-    own_gemm_ahead(M, N, K, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
 }
 
 // C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
@@ -449,11 +425,6 @@ static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, 
         (void)ldc;
     abort(); // gemm_own() is 0 here
 }
-static void own_gemm_ahead(int M, int N, int K, int k_avail, const float *A, int lda, int a_trans, const float *B,
-                           int ldb, int first_add, float *C, int ldc) {
-    (void)k_avail;
-    own_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
-}
 static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb, int add,
                    float *C, int ldc) {
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)ar, (void)B, (void)ldb, (void)add, (void)C, (void)ldc;
@@ -541,9 +512,8 @@ void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, 
     const int add = k0 == 0 ? prepare_c(rows, N, pa->K, beta, C, ldc) : 1;
     if (pa->p && m0 % MR == 0)
         panels_times_b(rows, N, kc, pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc, B, ldb, add, C, ldc);
-    else { // gemm_nn's own blocks of k are these slabs
-        own_gemm_ahead(rows, N, kc, pa->K - k0, a, lda, 0, B, ldb, add, C, ldc);
-    }
+    else // gemm_nn's own blocks of k are these slabs
+        own_gemm(rows, N, kc, a, lda, 0, B, ldb, add, C, ldc);
 }
 
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
