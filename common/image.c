@@ -262,6 +262,9 @@ done:
 #ifndef PNG_Z_LEVEL
 #define PNG_Z_LEVEL 1
 #endif
+#ifndef PNG_Z_STRATEGY
+#define PNG_Z_STRATEGY 2 // zlib's Z_HUFFMAN_ONLY (png.h does not include zlib.h)
+#endif
 #ifndef PNG_FILTER_CHOICE
 #define PNG_FILTER_CHOICE PNG_FILTER_SUB
 #endif
@@ -294,8 +297,12 @@ int image_save_png(const Image *img, const char *path) {
     png_set_write_fn(png, &io, png_write_cb, png_flush_cb);
     // zlib level 1 with the Sub filter: on the 33 PNGs of a predict at 128x128, 0.06 s
     // (with the frames on 2 threads) against 0.09 s at level 3 and 0.43 s with libpng's
-    // defaults (level 6, adaptive filters, one thread); about 9% more bytes than level 3
+    // defaults (level 6, adaptive filters, one thread); about 9% more bytes than level 3.
+    // Huffman codes only, no string matches: after the Sub filter a photo has few long
+    // matches, so a 128x128 frame encodes in 0.56 ms instead of 0.70 and is 9% smaller,
+    // predict's 4158x258 contact sheet in 23 ms instead of 37 and 9% larger.
     png_set_compression_level(png, PNG_Z_LEVEL);
+    png_set_compression_strategy(png, PNG_Z_STRATEGY);
     png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_CHOICE);
     png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
