@@ -550,8 +550,7 @@ static void lrelu_rows(float *p, size_t ld, int rows, int cols, float slope) {
 
 // Column gather: out_n[k-block, tile] = W[k-block, :] vol2col(vol_n)[:, tile], + beta * out.
 // Items (sample, tile, block of output channels) write disjoint parts of out; an item
-// builds its own tile (for deep layers, where blocks exist, vol2col costs 1/K_BLOCK of
-// the sgemm).
+// builds its own tile, except where blocks exist: they share tiles built beforehand.
 // lrelu: NULL, or the slope of a LeakyReLU applied to each item's block of out right
 // after its product, while it is in cache (the separate passes over the first layers'
 // 8 MB outputs were 4% of a Stage I step's profile on 2 threads).

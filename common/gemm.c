@@ -36,6 +36,13 @@ enum { MR = 8, NR = 32, KC = GEMM_KC, MCHUNK = 64, MIN_K = 16, SHORT_K = 32, PF_
 
 static int use_own = -1; // -1: not decided yet
 
+// The panels of rows m0.. of a packed A for its block of k at k0 (gemm_pack_a's layout:
+// block k0 starts at k0 * Mpad, its panels kc = min(KC, K - k0) long each).
+static inline const float *packed_block(const GemmPacked *pa, int m0, int k0) {
+    const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+    return pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
+}
+
 static int cpu_has_avx512(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
@@ -314,7 +321,7 @@ AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N
                                    const GemmRuns *br, int first_add, float *C, int ldc, const GemmRuns *cr) {
     for (int k0 = 0; k0 < pa->K; k0 += KC) {
         const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
-        const float *ap = pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
+        const float *ap = packed_block(pa, m0, k0);
         if (br)
             panels_times_runs(rows, N, kc, ap, br, k0, first_add || k0 > 0, C, ldc);
         else if (cr)
@@ -504,14 +511,13 @@ void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, 
     }
     const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
     const float *a = A + (size_t)m0 * lda + k0;
-    if (!gemm_own() || pa->K < MIN_K) { // OpenBLAS: its own sums, slab after slab
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, N, kc, 1.0f, a, lda, B, ldb,
-                    k0 == 0 ? beta : 1.0f, C, ldc);
+    if (!gemm_own() || pa->K < MIN_K) { // gemm_nn's OpenBLAS route: its own sums, slab after slab
+        gemm_nn(rows, N, kc, a, lda, 0, B, ldb, k0 == 0 ? beta : 1.0f, C, ldc);
         return;
     }
     const int add = k0 == 0 ? prepare_c(rows, N, pa->K, beta, C, ldc) : 1;
     if (pa->p && m0 % MR == 0)
-        panels_times_b(rows, N, kc, pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc, B, ldb, add, C, ldc);
+        panels_times_b(rows, N, kc, packed_block(pa, m0, k0), B, ldb, add, C, ldc);
     else // gemm_nn's own blocks of k are these slabs
         own_gemm(rows, N, kc, a, lda, 0, B, ldb, add, C, ldc);
 }
