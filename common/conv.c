@@ -138,14 +138,16 @@ static size_t gather_lines(const ConvShape *s) {
 
 static size_t line_floats(const ConvShape *s);
 
-// A thread's part of the workspace: a tile, then one split line (see below).
+// A thread's part of the workspace: a tile, then scratch for building it (a region of
+// split lines, see vol2col_tile_ld) or for col2vol (slots).
 static size_t tile_part(const ConvShape *s) {
     size_t widest = (size_t)s->C * kvol(s) * gather_lines(s) * s->oW; // every other tile is smaller
     return widest > TILE_FLOATS ? widest : TILE_FLOATS;
 }
 static size_t slots_floats(const ConvShape *s);
+static size_t v2c_region_floats(const ConvShape *s);
 static size_t tile_floats(const ConvShape *s) {
-    return tile_part(s) + (line_floats(s) > slots_floats(s) ? line_floats(s) : slots_floats(s));
+    return tile_part(s) + (v2c_region_floats(s) > slots_floats(s) ? v2c_region_floats(s) : slots_floats(s));
 }
 
 // Weight gradients small enough (K*Ck floats at most SMALL_DW_FLOATS) are summed by
@@ -279,41 +281,24 @@ static inline void add_split_line(float *restrict row, const float *restrict ph,
     }
 }
 
-// col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
-// r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
-// ph: line_floats(s) of scratch.
-// Rows are ld floats apart (ld >= the tile's columns: vol2col_tile gives ld = columns).
-static void vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0,
-                            size_t q1, float *ph) {
-    const size_t run = sizeof(float) * (size_t)s->oW;
-    memset(ph, 0, sizeof(float) * line_floats(s));
-    for (int r = r0; r < r1;) {
-        // the run of rows of one (c, kt, kh): taps kw0..kw1-1
-        const int kw0 = r % s->kW, first = r - kw0, kw1 = r1 - first < s->kW ? r1 - first : s->kW;
-        const int kh = (first / s->kW) % s->kH, kt = (first / (s->kW * s->kH)) % s->kT;
-        const int c = first / (s->kW * s->kH * s->kT);
-        const float *xc = x + (size_t)c * vol_plane(s);
-        float *dst = col + (size_t)(r - r0) * ld;
-        size_t start[CONV_MAX_KERNEL];
-        for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
-        int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
-        for (size_t q = q0; q < q1; q++, dst += s->oW) {
-            int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
-            if (++oh == s->oH) oh = 0, ot++;
-            if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) {
-                for (int k = 0; k < kw1 - kw0; k++) memset(dst + (size_t)k * ld, 0, run);
-                continue;
-            }
-            split_line(ph, xc + ((size_t)it * s->H + ih) * s->W, s);
-            for (int k = 0; k < kw1 - kw0; k++) memcpy(dst + (size_t)k * ld, ph + start[k], run);
-        }
-        r = first + kw1;
+// A run of n floats copied (or zeroed): the deep layers' runs are a line of 4, 8 or 16
+// outputs, and a libc call per run cost as much as the copy (a third of vol2col at the
+// 32->64 layer); with the size known, each is a few inline vector moves.
+static inline void copy_run(float *restrict dst, const float *restrict src, size_t n) {
+    switch (n) {
+    case 4: memcpy(dst, src, 4 * sizeof(float)); break;
+    case 8: memcpy(dst, src, 8 * sizeof(float)); break;
+    case 16: memcpy(dst, src, 16 * sizeof(float)); break;
+    default: memcpy(dst, src, n * sizeof(float));
     }
 }
-
-static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
-                         float *ph) {
-    vol2col_tile_ld(col, (q1 - q0) * s->oW, x, s, r0, r1, q0, q1, ph);
+static inline void zero_run(float *dst, size_t n) {
+    switch (n) {
+    case 4: memset(dst, 0, 4 * sizeof(float)); break;
+    case 8: memset(dst, 0, 8 * sizeof(float)); break;
+    case 16: memset(dst, 0, 16 * sizeof(float)); break;
+    default: memset(dst, 0, n * sizeof(float));
+    }
 }
 
 // The adjoint, for one input line: row[i*sW + d_kw] += v_kw[i] over the kW taps (d_kw =
@@ -348,7 +333,7 @@ static inline void scatter_taps(float *restrict row, const float *restrict slots
 // channels [c0, c1) (the adjoint of vol2col_tile). slots: slots_floats(s) of scratch.
 static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1,
                              float *slots) {
-    const size_t ld = (q1 - q0) * s->oW, len = slot_len(s), pad = slot_pad(s), run = sizeof(float) * (size_t)s->oW;
+    const size_t ld = (q1 - q0) * s->oW, len = slot_len(s), pad = slot_pad(s), run = (size_t)s->oW;
     const int kv = (int)kvol(s), kW = s->kW;
     // Slots hold the taps ordered by phase (with kW = 4 and stride 2: slots 0, 1 the
     // even phase, 2, 3 the odd one, as scatter_taps expects). first[k]: where input
@@ -374,7 +359,7 @@ static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int
                 int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
                 if (++oh == s->oH) oh = 0, ot++;
                 if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) continue;
-                for (int j = 0; j < kW; j++) memcpy(slots + (size_t)j * len + pad, src + (size_t)order[j] * ld, run);
+                for (int j = 0; j < kW; j++) copy_run(slots + (size_t)j * len + pad, src + (size_t)order[j] * ld, run);
                 scatter_taps(xc + ((size_t)it * s->H + ih) * s->W, slots, first, s);
             }
         }
@@ -412,6 +397,23 @@ static Window tile_window(const ConvShape *s, size_t q0, size_t q1) {
     return win;
 }
 
+// One channel's part of a region: the window's lines of channel xc split (zero lines
+// for padding), or all zeros when xc is NULL.
+static void window_fill(float *region, const float *xc, const ConvShape *s, const Window *win) {
+    const size_t lf = line_floats(s), slice_floats = (size_t)win->hlines * lf;
+    for (int tt = 0; tt < win->used; tt++) {
+        const int it = win->ot0 * s->sT - s->pT + tt;
+        float *slice = region + (size_t)tt * slice_floats;
+        memset(slice, 0, sizeof(float) * slice_floats);
+        if (!xc || it < 0 || it >= s->T) continue;
+        for (int hh = win->hh0; hh < win->hh0 + win->hlines; hh++) {
+            const int ih = hh - s->pH;
+            if (ih >= 0 && ih < s->H)
+                split_line(slice + (size_t)(hh - win->hh0) * lf, xc + ((size_t)it * s->H + ih) * s->W, s);
+        }
+    }
+}
+
 // The largest region of `channels` channels over the tiles of `lines` lines.
 static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
     size_t most = 0;
@@ -421,6 +423,71 @@ static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
         if (n > most) most = n;
     }
     return (size_t)channels * most * line_floats(s);
+}
+
+// ---- the column matrix copied ----
+// col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
+// r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
+// Rows are ld floats apart (ld >= the tile's columns: vol2col_tile gives ld = columns).
+// Channel by channel, the lines the tile reaches are split once into a region (as the
+// in-place path reads them, padding lines zero), and every row is then runs of oW
+// floats copied from it with no bounds to test. Splitting each line for each (kt, kh)
+// that reads it instead was 35-40% of vol2col at the 32->64 layer (8-float lines).
+// The region covers at most v2c_slices(s) output slices (a first layer's whole channel
+// would be megabytes): a longer tile is copied in parts of that many slices.
+// scratch: v2c_region_floats(s).
+enum { V2C_REGION_FLOATS = 1 << 15 };
+static size_t span_lines(const ConvShape *s) { return (size_t)(s->oH - 1) * s->sH + s->kH; }
+static int v2c_slices(const ConvShape *s) {
+    const size_t per_slice = span_lines(s) * line_floats(s);
+    int n = 1;
+    while (n < s->oT && ((size_t)n * s->sT + s->kT) * per_slice <= V2C_REGION_FLOATS) n++;
+    return n;
+}
+static size_t v2c_region_floats(const ConvShape *s) {
+    return ((size_t)(v2c_slices(s) - 1) * s->sT + s->kT) * span_lines(s) * line_floats(s);
+}
+
+// Cloned for AVX-512 (where the CPU has it): a run of 8 or 16 floats is then one move
+// each way (3-4% of the 32->64 layer's forward against the baseline's 16-byte moves).
+__attribute__((target_clones("avx512f", "default"))) static void
+vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                float *scratch) {
+    const int kv = (int)kvol(s), per = v2c_slices(s);
+    const size_t lf = line_floats(s), oW = (size_t)s->oW;
+    for (size_t qa = q0; qa < q1;) {
+        const size_t qb = (qa / s->oH + per) * s->oH < q1 ? (qa / s->oH + per) * s->oH : q1;
+        const Window win = tile_window(s, qa, qb);
+        const size_t slice_floats = (size_t)win.hlines * lf;
+        const int ot0 = (int)(qa / s->oH), ot1 = (int)((qb - 1) / s->oH);
+        for (int c = r0 / kv; c * kv < r1; c++) {
+            window_fill(scratch, x + (size_t)c * vol_plane(s), s, &win);
+            const int ra = c * kv > r0 ? c * kv : r0, rb = (c + 1) * kv < r1 ? (c + 1) * kv : r1;
+            for (int r = ra; r < rb;) {
+                // the rows of one (kt, kh): taps kw0 .. kw1-1, each line's taps together
+                const int kw0 = r % s->kW, first = r - kw0, kw1 = rb - first < s->kW ? rb - first : s->kW;
+                const int kh = (first / s->kW) % s->kH, kt = first / (s->kW * s->kH) % s->kT;
+                size_t start[CONV_MAX_KERNEL];
+                for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
+                float *dst = col + (size_t)(r - r0) * ld + (qa - q0) * oW;
+                for (int ot = ot0; ot <= ot1; ot++) {
+                    const int oh0 = ot == ot0 ? (int)(qa % s->oH) : 0;
+                    const int oh1 = ot == ot1 ? (int)((qb - 1) % s->oH) : s->oH - 1;
+                    const float *src = scratch + ((size_t)(ot - win.ot0) * s->sT + kt) * slice_floats +
+                                       ((size_t)(oh0 * s->sH + kh) - win.hh0) * lf;
+                    for (int oh = oh0; oh <= oh1; oh++, src += (size_t)s->sH * lf, dst += oW)
+                        for (int k = 0; k < kw1 - kw0; k++) copy_run(dst + (size_t)k * ld, src + start[k], oW);
+                }
+                r = first + kw1;
+            }
+        }
+        qa = qb;
+    }
+}
+
+static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                         float *scratch) {
+    vol2col_tile_ld(col, (q1 - q0) * s->oW, x, s, r0, r1, q0, q1, scratch);
 }
 
 static int runs_on = 1;
@@ -454,17 +521,8 @@ static void region_fill(GemmRuns *b, float *part, size_t table_at, const float *
     ptrdiff_t *row = (ptrdiff_t *)(((uintptr_t)(part + table_at) + 63) & ~(uintptr_t)63);
     ptrdiff_t *run = row + (size_t)(c1 - c0) * kvol(s);
     for (int c = c0; c < c1; c++)
-        for (int tt = 0; tt < win.used; tt++) {
-            const int it = win.ot0 * s->sT - s->pT + tt;
-            float *slice = region + ((size_t)(c - c0) * win.used + (size_t)tt) * slice_floats;
-            memset(slice, 0, sizeof(float) * slice_floats);
-            if (!split || it < 0 || it >= s->T) continue;
-            for (int hh = win.hh0; hh < win.hh0 + win.hlines; hh++) {
-                const int ih = hh - s->pH;
-                if (ih >= 0 && ih < s->H)
-                    split_line(slice + (size_t)(hh - win.hh0) * lf, x + (((size_t)c * s->T + it) * s->H + ih) * s->W, s);
-            }
-        }
+        window_fill(region + (size_t)(c - c0) * win.used * slice_floats, split ? x + (size_t)c * vol_plane(s) : NULL,
+                    s, &win);
     int r = 0;
     for (int c = 0; c < c1 - c0; c++)
         for (int kt = 0; kt < s->kT; kt++)

@@ -49,6 +49,7 @@ static const Case tiled_cases[] = {
     {3, 64, 128, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // dW of 3 samples' 64 columns in one product
     {17, 16, 80, 8, 8, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},  // ... 16 samples a product, then the 17th alone
     {1, 64, 80, 4, 4, 8, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}},   // dW of one sample's 16 columns as outer products
+    {1, 1, 2, 16, 64, 40, {2, 2, 2}, {1, 2, 2}, {0, 0, 0}},  // tiles of 409 lines copied 9 slices at a time
     // output lines of whole vectors (oW 16 or 32): the column matrix read in place
     {2, 16, 16, 8, 32, 32, {4, 4, 4}, {2, 2, 2}, {1, 1, 1}}, // MD-GAN's 16->32 layer, tiles of two output slices
     {2, 2, 20, 5, 12, 32, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},  // stride 1; tiles of 37 lines cut slices anywhere
@@ -57,7 +58,7 @@ static const Case tiled_cases[] = {
     {1, 16, 24, 3, 4, 49, {2, 2, 6}, {1, 1, 3}, {0, 0, 1}},  // ... stride 3, two channels a group
 };
 // The first of tiled_cases that read the column matrix in place (see test_runs_same_bits).
-enum { FIRST_RUNS_CASE = 10 };
+enum { FIRST_RUNS_CASE = 11 };
 #define NTILED ((int)(sizeof tiled_cases / sizeof tiled_cases[0]))
 
 static void make_shape(ConvShape *s, const Case *c) {
