@@ -138,16 +138,18 @@ static size_t gather_lines(const ConvShape *s) {
 
 static size_t line_floats(const ConvShape *s);
 
-// A thread's part of the workspace: a tile, then scratch for building it (a region of
-// split lines, see vol2col_tile_ld) or for col2vol (slots).
+// A thread's part of the workspace: a tile, then scratch for copying it from or adding
+// it back to the input (a region of split lines, see vol2col_tile_ld).
 static size_t tile_part(const ConvShape *s) {
     size_t widest = (size_t)s->C * kvol(s) * gather_lines(s) * s->oW; // every other tile is smaller
     return widest > TILE_FLOATS ? widest : TILE_FLOATS;
 }
-static size_t slots_floats(const ConvShape *s);
 static size_t v2c_region_floats(const ConvShape *s);
+// Whole cache lines, so that every thread's tile starts as aligned as the workspace
+// (a tile 16 bytes off a line made the 32->64 layer's weight gradient 40% slower).
 static size_t tile_floats(const ConvShape *s) {
-    return tile_part(s) + (v2c_region_floats(s) > slots_floats(s) ? v2c_region_floats(s) : slots_floats(s));
+    const size_t n = tile_part(s) + v2c_region_floats(s);
+    return (n + 15) / 16 * 16;
 }
 
 // Weight gradients small enough (K*Ck floats at most SMALL_DW_FLOATS) are summed by
@@ -281,7 +283,7 @@ static inline void add_split_line(float *restrict row, const float *restrict ph,
     }
 }
 
-// A run of n floats copied (or zeroed): the deep layers' runs are a line of 4, 8 or 16
+// A run of n floats copied (or added): the deep layers' runs are a line of 4, 8 or 16
 // outputs, and a libc call per run cost as much as the copy (a third of vol2col at the
 // 32->64 layer); with the size known, each is a few inline vector moves.
 static inline void copy_run(float *restrict dst, const float *restrict src, size_t n) {
@@ -292,77 +294,12 @@ static inline void copy_run(float *restrict dst, const float *restrict src, size
     default: memcpy(dst, src, n * sizeof(float));
     }
 }
-static inline void zero_run(float *dst, size_t n) {
+static inline void add_run(float *restrict dst, const float *restrict src, size_t n) {
     switch (n) {
-    case 4: memset(dst, 0, 4 * sizeof(float)); break;
-    case 8: memset(dst, 0, 8 * sizeof(float)); break;
-    case 16: memset(dst, 0, 16 * sizeof(float)); break;
-    default: memset(dst, 0, n * sizeof(float));
-    }
-}
-
-// The adjoint, for one input line: row[i*sW + d_kw] += v_kw[i] over the kW taps (d_kw =
-// kw - pW) and output columns i. Each tap's run of oW values is first copied into its
-// own zero-padded slot (slots never overlap, so no add waits on the store before it),
-// then each input column sums the taps that reach it: column j*sW + m gets v_kw[j - sh]
-// from the taps of phase m, where d = sh*sW + m; out-of-range indices read the zeros.
-static size_t slot_pad(const ConvShape *s) { return (size_t)(s->kW + s->sW - 1) / s->sW + 1; }
-static size_t slot_len(const ConvShape *s) { return (size_t)s->oW + 2 * slot_pad(s) + (size_t)s->W / s->sW + 1; }
-static size_t slots_floats(const ConvShape *s) { return (size_t)s->kW * slot_len(s); }
-
-static inline void scatter_taps(float *restrict row, const float *restrict slots, const ptrdiff_t *restrict first,
-                                const ConvShape *s) {
-    const int W = s->W, st = s->sW, kW = s->kW;
-    const size_t len = slot_len(s);
-    if (st == 2 && kW == 4) {
-        // MD-GAN's k4 s2 layers: two taps per phase, the interleave vectorizes
-        const float *e0 = slots + first[0], *e1 = slots + len + first[1], *o0 = slots + 2 * len + first[2],
-                    *o1 = slots + 3 * len + first[3];
-        for (int j = 0; j < W / 2; j++) row[2 * j] += e0[j] + e1[j], row[2 * j + 1] += o0[j] + o1[j];
-        if (W & 1) row[W - 1] += e0[W / 2] + e1[W / 2];
-        return;
-    }
-    for (int k = 0; k < kW; k++) {
-        const int m = (int)(first[kW + k]);
-        const float *v = slots + (size_t)k * len + first[k];
-        for (int j = 0; m + j * st < W; j++) row[m + j * st] += v[j];
-    }
-}
-
-// x[c0..c1) += col2vol(col) for the tile's lines [q0, q1); col holds the rows of
-// channels [c0, c1) (the adjoint of vol2col_tile). slots: slots_floats(s) of scratch.
-static void col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1,
-                             float *slots) {
-    const size_t ld = (q1 - q0) * s->oW, len = slot_len(s), pad = slot_pad(s), run = (size_t)s->oW;
-    const int kv = (int)kvol(s), kW = s->kW;
-    // Slots hold the taps ordered by phase (with kW = 4 and stride 2: slots 0, 1 the
-    // even phase, 2, 3 the odd one, as scatter_taps expects). first[k]: where input
-    // column m_k (slot k's phase) reads in slot k; first[kW + k] = m_k.
-    ptrdiff_t first[2 * CONV_MAX_KERNEL];
-    int order[CONV_MAX_KERNEL], n = 0;
-    int sh;
-    for (int m = 0; m < s->sW; m++)
-        for (int kw = 0; kw < kW; kw++)
-            if (tap_phase(s, kw, &sh) == m) order[n++] = kw;
-    for (int k = 0; k < kW; k++) {
-        const int m = tap_phase(s, order[k], &sh);
-        first[k] = (ptrdiff_t)pad - sh, first[kW + k] = m;
-    }
-    memset(slots, 0, sizeof(float) * slots_floats(s));
-    for (int c = c0; c < c1; c++) {
-        float *xc = x + (size_t)c * vol_plane(s);
-        for (int k = 0; k < kv; k += kW) {
-            const int kh = (k / kW) % s->kH, kt = k / (kW * s->kH);
-            const float *src = col + ((size_t)(c - c0) * kv + k) * ld;
-            int ot = (int)(q0 / s->oH), oh = (int)(q0 % s->oH);
-            for (size_t q = q0; q < q1; q++, src += s->oW) {
-                int it = ot * s->sT - s->pT + kt, ih = oh * s->sH - s->pH + kh;
-                if (++oh == s->oH) oh = 0, ot++;
-                if (it < 0 || it >= s->T || ih < 0 || ih >= s->H) continue;
-                for (int j = 0; j < kW; j++) copy_run(slots + (size_t)j * len + pad, src + (size_t)order[j] * ld, run);
-                scatter_taps(xc + ((size_t)it * s->H + ih) * s->W, slots, first, s);
-            }
-        }
+    case 4: for (int i = 0; i < 4; i++) dst[i] += src[i]; break;
+    case 8: for (int i = 0; i < 8; i++) dst[i] += src[i]; break;
+    case 16: for (int i = 0; i < 16; i++) dst[i] += src[i]; break;
+    default: for (size_t i = 0; i < n; i++) dst[i] += src[i];
     }
 }
 
@@ -423,71 +360,6 @@ static size_t region_floats(const ConvShape *s, size_t lines, int channels) {
         if (n > most) most = n;
     }
     return (size_t)channels * most * line_floats(s);
-}
-
-// ---- the column matrix copied ----
-// col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
-// r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
-// Rows are ld floats apart (ld >= the tile's columns: vol2col_tile gives ld = columns).
-// Channel by channel, the lines the tile reaches are split once into a region (as the
-// in-place path reads them, padding lines zero), and every row is then runs of oW
-// floats copied from it with no bounds to test. Splitting each line for each (kt, kh)
-// that reads it instead was 35-40% of vol2col at the 32->64 layer (8-float lines).
-// The region covers at most v2c_slices(s) output slices (a first layer's whole channel
-// would be megabytes): a longer tile is copied in parts of that many slices.
-// scratch: v2c_region_floats(s).
-enum { V2C_REGION_FLOATS = 1 << 15 };
-static size_t span_lines(const ConvShape *s) { return (size_t)(s->oH - 1) * s->sH + s->kH; }
-static int v2c_slices(const ConvShape *s) {
-    const size_t per_slice = span_lines(s) * line_floats(s);
-    int n = 1;
-    while (n < s->oT && ((size_t)n * s->sT + s->kT) * per_slice <= V2C_REGION_FLOATS) n++;
-    return n;
-}
-static size_t v2c_region_floats(const ConvShape *s) {
-    return ((size_t)(v2c_slices(s) - 1) * s->sT + s->kT) * span_lines(s) * line_floats(s);
-}
-
-// Cloned for AVX-512 (where the CPU has it): a run of 8 or 16 floats is then one move
-// each way (3-4% of the 32->64 layer's forward against the baseline's 16-byte moves).
-__attribute__((target_clones("avx512f", "default"))) static void
-vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
-                float *scratch) {
-    const int kv = (int)kvol(s), per = v2c_slices(s);
-    const size_t lf = line_floats(s), oW = (size_t)s->oW;
-    for (size_t qa = q0; qa < q1;) {
-        const size_t qb = (qa / s->oH + per) * s->oH < q1 ? (qa / s->oH + per) * s->oH : q1;
-        const Window win = tile_window(s, qa, qb);
-        const size_t slice_floats = (size_t)win.hlines * lf;
-        const int ot0 = (int)(qa / s->oH), ot1 = (int)((qb - 1) / s->oH);
-        for (int c = r0 / kv; c * kv < r1; c++) {
-            window_fill(scratch, x + (size_t)c * vol_plane(s), s, &win);
-            const int ra = c * kv > r0 ? c * kv : r0, rb = (c + 1) * kv < r1 ? (c + 1) * kv : r1;
-            for (int r = ra; r < rb;) {
-                // the rows of one (kt, kh): taps kw0 .. kw1-1, each line's taps together
-                const int kw0 = r % s->kW, first = r - kw0, kw1 = rb - first < s->kW ? rb - first : s->kW;
-                const int kh = (first / s->kW) % s->kH, kt = first / (s->kW * s->kH) % s->kT;
-                size_t start[CONV_MAX_KERNEL];
-                for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
-                float *dst = col + (size_t)(r - r0) * ld + (qa - q0) * oW;
-                for (int ot = ot0; ot <= ot1; ot++) {
-                    const int oh0 = ot == ot0 ? (int)(qa % s->oH) : 0;
-                    const int oh1 = ot == ot1 ? (int)((qb - 1) % s->oH) : s->oH - 1;
-                    const float *src = scratch + ((size_t)(ot - win.ot0) * s->sT + kt) * slice_floats +
-                                       ((size_t)(oh0 * s->sH + kh) - win.hh0) * lf;
-                    for (int oh = oh0; oh <= oh1; oh++, src += (size_t)s->sH * lf, dst += oW)
-                        for (int k = 0; k < kw1 - kw0; k++) copy_run(dst + (size_t)k * ld, src + start[k], oW);
-                }
-                r = first + kw1;
-            }
-        }
-        qa = qb;
-    }
-}
-
-static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
-                         float *scratch) {
-    vol2col_tile_ld(col, (q1 - q0) * s->oW, x, s, r0, r1, q0, q1, scratch);
 }
 
 static int runs_on = 1;
@@ -556,6 +428,110 @@ static void region_add_back(float *x, const float *region, const ConvShape *s, i
                                s);
             }
         }
+}
+
+// ---- the column matrix copied ----
+// col[r - r0][(q - q0)*oW + ow] = x[c, ot*sT-pT+kt, oh*sH-pH+kh, ow*sW-pW+kw] for rows
+// r = (c, kt, kh, kw) in [r0, r1) and lines q = (ot, oh) in [q0, q1); zero outside x.
+// Rows are ld floats apart (ld >= the tile's columns: vol2col_tile gives ld = columns).
+// Channel by channel, the lines the tile reaches are split once into a region (as the
+// in-place path reads them, padding lines zero), and every row is then runs of oW
+// floats copied from it with no bounds to test. Splitting each line for each (kt, kh)
+// that reads it instead was 35-40% of vol2col at the 32->64 layer (8-float lines).
+// The region covers at most v2c_slices(s) output slices (a first layer's whole channel
+// would be megabytes): a longer tile is copied in parts of that many slices.
+// scratch: v2c_region_floats(s).
+enum { V2C_REGION_FLOATS = 1 << 15 };
+static size_t span_lines(const ConvShape *s) { return (size_t)(s->oH - 1) * s->sH + s->kH; }
+static int v2c_slices(const ConvShape *s) {
+    const size_t per_slice = span_lines(s) * line_floats(s);
+    int n = 1;
+    while (n < s->oT && ((size_t)n * s->sT + s->kT) * per_slice <= V2C_REGION_FLOATS) n++;
+    return n;
+}
+static size_t v2c_region_floats(const ConvShape *s) {
+    return ((size_t)(v2c_slices(s) - 1) * s->sT + s->kT) * span_lines(s) * line_floats(s);
+}
+
+// The runs of one channel c's rows [ra, rb) of a tile (rows r0.., ld apart; its lines
+// from q0, this part's from qa to qb) against that channel's region for win: copied
+// out of the region (vol2col) or, the adjoint, added into it (col2vol).
+static inline __attribute__((always_inline)) void channel_runs(float *col, size_t ld, float *region, const ConvShape *s,
+                                                                const Window *win, int ra, int rb, int r0, size_t q0,
+                                                                size_t qa, size_t qb, int adjoint) {
+    const size_t lf = line_floats(s), oW = (size_t)s->oW, slice_floats = (size_t)win->hlines * lf;
+    const int ot0 = (int)(qa / s->oH), ot1 = (int)((qb - 1) / s->oH);
+    for (int r = ra; r < rb;) {
+        // the rows of one (kt, kh): taps kw0 .. kw1-1, each line's taps together
+        const int kw0 = r % s->kW, first = r - kw0, kw1 = rb - first < s->kW ? rb - first : s->kW;
+        const int kh = (first / s->kW) % s->kH, kt = first / (s->kW * s->kH) % s->kT;
+        size_t start[CONV_MAX_KERNEL];
+        for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
+        float *tile = col + (size_t)(r - r0) * ld + (qa - q0) * oW;
+        for (int ot = ot0; ot <= ot1; ot++) {
+            const int oh0 = ot == ot0 ? (int)(qa % s->oH) : 0;
+            const int oh1 = ot == ot1 ? (int)((qb - 1) % s->oH) : s->oH - 1;
+            float *line = region + ((size_t)(ot - win->ot0) * s->sT + kt) * slice_floats +
+                          ((size_t)(oh0 * s->sH + kh) - win->hh0) * lf;
+            for (int oh = oh0; oh <= oh1; oh++, line += (size_t)s->sH * lf, tile += oW)
+                for (int k = 0; k < kw1 - kw0; k++) {
+                    if (adjoint)
+                        add_run(line + start[k], tile + (size_t)k * ld, oW);
+                    else
+                        copy_run(tile + (size_t)k * ld, line + start[k], oW);
+                }
+        }
+        r = first + kw1;
+    }
+}
+
+// The end of the part of a tile's lines from qa that one region covers.
+static size_t v2c_part_end(const ConvShape *s, size_t qa, size_t q1) {
+    const size_t end = (qa / s->oH + (size_t)v2c_slices(s)) * s->oH;
+    return end < q1 ? end : q1;
+}
+
+// Cloned for AVX-512 (where the CPU has it): a run of 8 or 16 floats is then one move
+// each way (3-4% of the 32->64 layer's forward against the baseline's 16-byte moves).
+__attribute__((target_clones("avx512f", "default"))) static void
+vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                float *scratch) {
+    const int kv = (int)kvol(s);
+    for (size_t qa = q0, qb; qa < q1; qa = qb) {
+        qb = v2c_part_end(s, qa, q1);
+        const Window win = tile_window(s, qa, qb);
+        for (int c = r0 / kv; c * kv < r1; c++) {
+            window_fill(scratch, x + (size_t)c * vol_plane(s), s, &win);
+            channel_runs(col, ld, scratch, s, &win, c * kv > r0 ? c * kv : r0, (c + 1) * kv < r1 ? (c + 1) * kv : r1,
+                         r0, q0, qa, qb, 0);
+        }
+    }
+}
+
+static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
+                         float *scratch) {
+    vol2col_tile_ld(col, (q1 - q0) * s->oW, x, s, r0, r1, q0, q1, scratch);
+}
+
+// x[c0..c1) += col2vol(col) for the tile's lines [q0, q1); col holds the rows of
+// channels [c0, c1) (the adjoint of vol2col_tile): each channel's runs are added into a
+// zeroed region, tap by tap in row order, and the region then into x (region_add_back).
+// Adding each line's taps straight into x instead (through a slot per tap) was 40% of
+// the 32->64 layer's input gradient, against 60% for its product.
+// scratch: v2c_region_floats(s).
+__attribute__((target_clones("avx512f", "default"))) static void
+col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1, float *scratch) {
+    const int kv = (int)kvol(s);
+    const size_t ld = (q1 - q0) * s->oW;
+    for (size_t qa = q0, qb; qa < q1; qa = qb) {
+        qb = v2c_part_end(s, qa, q1);
+        const Window win = tile_window(s, qa, qb);
+        for (int c = c0; c < c1; c++) {
+            window_fill(scratch, NULL, s, &win);
+            channel_runs((float *)col, ld, scratch, s, &win, c * kv, (c + 1) * kv, c0 * kv, q0, qa, qb, 1);
+            region_add_back(x, scratch, s, c, c + 1, qa, qb);
+        }
+    }
 }
 
 // ---- whole-volume convolutions ----
