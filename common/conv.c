@@ -467,19 +467,24 @@ static inline __attribute__((always_inline)) void channel_runs(float *col, size_
         const int kh = (first / s->kW) % s->kH, kt = first / (s->kW * s->kH) % s->kT;
         size_t start[CONV_MAX_KERNEL];
         for (int kw = kw0; kw < kw1; kw++) start[kw - kw0] = tap_start(s, kw);
-        float *tile = col + (size_t)(r - r0) * ld + (qa - q0) * oW;
         for (int ot = ot0; ot <= ot1; ot++) {
             const int oh0 = ot == ot0 ? (int)(qa % s->oH) : 0;
             const int oh1 = ot == ot1 ? (int)((qb - 1) % s->oH) : s->oH - 1;
-            float *line = region + ((size_t)(ot - win->ot0) * s->sT + kt) * slice_floats +
-                          ((size_t)(oh0 * s->sH + kh) - win->hh0) * lf;
-            for (int oh = oh0; oh <= oh1; oh++, line += (size_t)s->sH * lf, tile += oW)
-                for (int k = 0; k < kw1 - kw0; k++) {
+            const float *first_line = region + ((size_t)(ot - win->ot0) * s->sT + kt) * slice_floats +
+                                      ((size_t)(oh0 * s->sH + kh) - win->hh0) * lf;
+            // tap by tap, line by line: the taps of one phase overlap in a split line (a
+            // float apart), and an add right after the one before it on the same line
+            // would wait for that store each time
+            for (int k = 0; k < kw1 - kw0; k++) {
+                float *line = (float *)first_line + start[k];
+                float *tile = col + (size_t)(r - r0 + k) * ld + ((size_t)ot * s->oH + (size_t)oh0 - q0) * oW;
+                for (int oh = oh0; oh <= oh1; oh++, line += (size_t)s->sH * lf, tile += oW) {
                     if (adjoint)
-                        add_run(line + start[k], tile + (size_t)k * ld, oW);
+                        add_run(line, tile, oW);
                     else
-                        copy_run(tile + (size_t)k * ld, line + start[k], oW);
+                        copy_run(tile, line, oW);
                 }
+            }
         }
         r = first + kw1;
     }
