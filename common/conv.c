@@ -496,9 +496,10 @@ static size_t v2c_part_end(const ConvShape *s, size_t qa, size_t q1) {
     return end < q1 ? end : q1;
 }
 
-// Cloned for AVX-512 (where the CPU has it): a run of 8 or 16 floats is then one move
-// each way (3-4% of the 32->64 layer's forward against the baseline's 16-byte moves).
-__attribute__((target_clones("avx512f", "default"))) static void
+// Cloned for AVX-512 and AVX2 (where the CPU has them): a run of 8 or 16 floats is then
+// one or two moves each way (on AVX-512, 3-4% of the 32->64 layer's forward against the
+// baseline's 16-byte moves).
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
 vol2col_tile_ld(float *col, size_t ld, const float *x, const ConvShape *s, int r0, int r1, size_t q0, size_t q1,
                 float *scratch) {
     const int kv = (int)kvol(s);
@@ -524,7 +525,7 @@ static void vol2col_tile(float *col, const float *x, const ConvShape *s, int r0,
 // Adding each line's taps straight into x instead (through a slot per tap) was 40% of
 // the 32->64 layer's input gradient, against 60% for its product.
 // scratch: v2c_region_floats(s).
-__attribute__((target_clones("avx512f", "default"))) static void
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
 col2vol_tile_add(float *x, const float *col, const ConvShape *s, int c0, int c1, size_t q0, size_t q1, float *scratch) {
     const int kv = (int)kvol(s);
     const size_t ld = (q1 - q0) * s->oW;
@@ -671,7 +672,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const size_t lines = gather_lines(s), tiles = gather_tiles(s), nd = dw_floats(s);
     const long items = (long)s->N * per;
     float *partials = partials_at(s, ws);
-    const size_t table_at = runs_region(s, lines, s->C);
+    const size_t table_at = gemm_nt_own() ? runs_region(s, lines, s->C) : 0; // (gemm_nt_runs)
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
@@ -710,7 +711,8 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
 // across lanes and a load and store of dW for 16 multiply-adds. DW_OUTER_COLS: the
 // most columns so run (1 thread: 64 columns 3.3 -> 2.5 ms, 128 columns 5.5 -> 3.8-5.1
 // ms, 1024-column layers in tiles of 256 12.3 -> 10.0 ms; 512 was slower on 2048
-// columns); the transposed copy sits after the tile.
+// columns); the transposed copy sits after the tile. Only against our dot kernels
+// (gemm_nt_own: AVX-512): OpenBLAS's gemm_nt has no such reductions.
 enum { DW_OUTER_COLS = 256, TRANSPOSE_BLOCK = 16 };
 
 // dst (cols, rows) = src (rows, cols)^T, in blocks of TRANSPOSE_BLOCK rows: a row at a
@@ -724,7 +726,7 @@ static void transpose_tile(float *restrict dst, const float *restrict src, int r
     }
 }
 static int dw_outer(const ConvShape *s, int rows, int cols) {
-    return gemm_own() && cols <= DW_OUTER_COLS && 2 * (size_t)rows * (size_t)cols <= tile_part(s);
+    return gemm_nt_own() && cols <= DW_OUTER_COLS && 2 * (size_t)rows * (size_t)cols <= tile_part(s);
 }
 
 // dW[:, rows] (ldw apart) += dY (K, cols; ldy apart) col^T, col the (rows, cols) tile:
@@ -816,8 +818,12 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     const size_t lines = tile_lines(s, (size_t)per * kv);
     const long items = (long)s->N * groups;
     // in place: the product added into a region of the group's channels, then the
-    // region added to the volume (kv % 8: each group's rows start a panel of W^T)
-    const size_t table_at = kv % 8 == 0 ? runs_region(s, lines, per) : 0;
+    // region added to the volume (kv % 8: each group's rows start a panel of W^T). On
+    // AVX2 only for output lines of at most 32 floats: at 64 (the paper shape's first
+    // layer) it ran at half the copied path's rate (input gradient 54.9 against 30.8 ms
+    // on one thread; at 16 and 32 it was 25-30% faster), for reasons not found yet.
+    const int in_place = kv % 8 == 0 && (gemm_kernels() == GEMM_AVX512 || s->oW <= 32);
+    const size_t table_at = in_place ? runs_region(s, lines, per) : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // W^T (Ck, K), packed once

@@ -1,6 +1,8 @@
-// Our AVX-512 sgemm kernels (see include/mdgan/gemm.h for why) and the OpenBLAS
-// fallback. The file is built for the baseline x86-64 like the rest; only the kernels
-// carry target("avx512f"), and they run only after the CPU (and its OS) said it has it.
+// Our sgemm kernels (see include/mdgan/gemm.h for why), in AVX-512 and in AVX2 with
+// FMA, and the OpenBLAS fallback. The file is built for the baseline x86-64 like the
+// rest; only the kernels carry target("avx512f") or target("avx2,fma"), and they run
+// only after the CPU (and its OS) said it has them. The walks over blocks, strips and
+// panels are plain C, shared by both; they call one register tile per call.
 //
 // gemm_nn: the classic register tile. A is packed, per block of KC values of k, into
 // panels of MR rows laid out k-major (ap[k*MR + m]), so that one broadcast per row and
@@ -9,17 +11,22 @@
 // panel of A's chunk passes over it. C is written once per k-block, plain when it is
 // the first block and beta is 0, added otherwise. A convolution packs its weights once
 // per call (gemm_pack_a) for all its tiles: with a few dozen columns a tile, packing
-// them per tile cost a quarter of the product.
+// them per tile cost a quarter of the product. AVX2 has 16 registers of 8 floats, so
+// its tile computes the same 8 x 32 block two rows at a time (8 accumulators, four
+// loads of B and two broadcasts per k): every element's sum is the same chain of
+// fused multiply-adds along k, so both kernels give the same bits.
 //
 // The same tile reads B as runs of 16 floats from anywhere (GemmRuns: the column
 // matrix of a convolution read in place) or adds its result into C as runs (the
 // column matrix's adjoint), specialized from one body at compile time.
 //
-// gemm_nt (B given as (N, K): the weight gradients, sums along the columns): both
-// operands run along k in memory, so each element of C is a dot product: a 4 x 4 block
-// of C keeps 16 vector sums of 16 lanes fed by 4 rows of A and 4 of B, reduced across
+// gemm_nt (B given as (N, K): the weight gradients, sums along the columns), on AVX-512
+// only: both operands run along k in memory, so each element of C is a dot product: a
+// 4 x 4 block of C keeps 16 vector sums fed by 4 rows of A and 4 of B, reduced across
 // lanes at the end. (Transposing one operand into panels for the tile above cost more
-// than it saved: a pass over the column tile per call.)
+// than it saved: a pass over the column tile per call.) On AVX2 the same walk with a
+// 4 x 2 block (8 sums of 8 lanes, 16 registers) reached 50-60 GFLOP/s on one core where
+// OpenBLAS reached 65-85 on the same weight gradients, so there gemm_nt is OpenBLAS's.
 #include "mdgan/gemm.h"
 
 #include <cblas.h>
@@ -32,9 +39,9 @@
 // weight gradients, k = the batch).
 // SHORT_K: at most this many k in a block, panels_times_b walks C row-panel by
 // row-panel (see there).
-enum { MR = 8, NR = 32, KC = GEMM_KC, MCHUNK = 64, MIN_K = 16, SHORT_K = 32, PF_TILES = 2 };
+enum { MR = 8, NR = 32, KC = GEMM_KC, MCHUNK = 64, MIN_K = 16, SHORT_K = 32, PF_TILES = 2, STRIP_SET_FLOATS = 1024 };
 
-static int use_own = -1; // -1: not decided yet
+static int kernels = -1; // a GemmKernels; -1: not decided yet
 
 // The panels of rows m0.. of a packed A for its block of k at k0 (gemm_pack_a's layout:
 // block k0 starts at k0 * Mpad, its panels kc = min(KC, K - k0) long each).
@@ -43,26 +50,42 @@ static inline const float *packed_block(const GemmPacked *pa, int m0, int k0) {
     return pa->p + (size_t)k0 * pa->Mpad + (size_t)m0 * kc;
 }
 
-static int cpu_has_avx512(void) {
+// The best kernels the CPU has (libgcc also checks that the OS saves the registers).
+static GemmKernels cpu_kernels(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f"); // libgcc also checks that the OS saves zmm state
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx512f")) return GEMM_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GEMM_AVX2;
 #endif
+    return GEMM_OPENBLAS;
 }
 
-int gemm_own(void) {
-    int on = __atomic_load_n(&use_own, __ATOMIC_RELAXED);
-    if (on < 0) {
+GemmKernels gemm_kernels(void) {
+    int k = __atomic_load_n(&kernels, __ATOMIC_RELAXED);
+    if (k < 0) {
         const char *env = getenv("MDGAN_GEMM");
-        on = cpu_has_avx512() && !(env && strcmp(env, "openblas") == 0);
-        __atomic_store_n(&use_own, on, __ATOMIC_RELAXED);
+        k = cpu_kernels();
+        if (env && strcmp(env, "openblas") == 0) k = GEMM_OPENBLAS;
+        else if (env && strcmp(env, "avx2") == 0 && k == GEMM_AVX512) k = GEMM_AVX2;
+        __atomic_store_n(&kernels, k, __ATOMIC_RELAXED);
     }
-    return on;
+    return (GemmKernels)k;
 }
 
-void gemm_use_own(int on) { __atomic_store_n(&use_own, on && cpu_has_avx512(), __ATOMIC_RELAXED); }
+int gemm_own(void) { return gemm_kernels() != GEMM_OPENBLAS; }
+
+int gemm_nt_own(void) { return gemm_kernels() == GEMM_AVX512; }
+
+// (gemm_kernels() has decided by the time a product runs)
+static inline int on_avx512(void) { return __atomic_load_n(&kernels, __ATOMIC_RELAXED) == GEMM_AVX512; }
+
+int gemm_use_kernels(GemmKernels k) {
+    if (k > cpu_kernels()) return 0; // (a CPU with AVX-512F has AVX2 and FMA too)
+    __atomic_store_n(&kernels, (int)k, __ATOMIC_RELAXED);
+    return 1;
+}
+
+void gemm_use_own(int on) { gemm_use_kernels(on ? cpu_kernels() : GEMM_OPENBLAS); }
 
 // C (M, N) *= beta, for the betas other than 0 and 1.
 static void scale_c(int M, int N, float beta, float *C, int ldc) {
@@ -72,11 +95,13 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX __attribute__((target("avx")))
 
 // dst[k*8 + m] = A[m][k] for 8 rows of A (row stride lda) and k in [0, kc): 8 x 8 blocks
 // transposed in registers (the weights of the deep layers, too large to pack once per
 // call, are packed per product; element by element that took most of their forward).
-AVX512 static void pack_8_rows(float *restrict dst, const float *src, int lda, int kc) {
+AVX static void pack_8_rows(float *restrict dst, const float *src, int lda, int kc) {
     int k = 0;
     for (; k + 8 <= kc; k += 8) {
         __m256 r[8], t[8];
@@ -128,6 +153,8 @@ static void pack_a(float *restrict ap, const float *A, int lda, int a_trans, int
     }
 }
 
+// ---- the AVX-512 tiles
+
 static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 // C[0..rows) x [0..ncols) (ncols <= NR) = or += the panel ap (kc x MR) times B's strip.
@@ -173,77 +200,17 @@ micro_nn_body(int kc, const float *restrict ap, const float *B, int ldb, const p
     }
 }
 
-AVX512 static void micro_nn(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
-                            int ldc, int rows, int ncols, int add) {
+AVX512 static void micro_nn_512(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
+                                int ldc, int rows, int ncols, int add) {
     micro_nn_body(kc, ap, B, ldb, NULL, NULL, C, ldc, NULL, NULL, rows, ncols, add);
 }
-AVX512 static void micro_nn_runs(int kc, const float *restrict ap, const ptrdiff_t *boff, const float *b0,
-                                 const float *b1, float *restrict C, int ldc, int rows, int ncols, int add) {
+AVX512 static void micro_nn_runs_512(int kc, const float *restrict ap, const ptrdiff_t *boff, const float *b0,
+                                     const float *b1, float *restrict C, int ldc, int rows, int ncols, int add) {
     micro_nn_body(kc, ap, b0, 0, boff, b1, C, ldc, NULL, NULL, rows, ncols, add);
 }
-AVX512 static void micro_nn_into_runs(int kc, const float *restrict ap, const float *restrict B, int ldb, float *c0,
-                                      float *c1, const ptrdiff_t *crow, int rows, int ncols) {
+AVX512 static void micro_nn_into_runs_512(int kc, const float *restrict ap, const float *restrict B, int ldb, float *c0,
+                                          float *c1, const ptrdiff_t *crow, int rows, int ncols) {
     micro_nn_body(kc, ap, B, ldb, NULL, NULL, c0, 0, crow, c1, rows, ncols, 1);
-}
-
-// C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1: a product
-// of few k added to C is bound by C's traffic, and the walk reaches rows a page apart
-// (a row of a deep layer's dW is 64 KiB) in runs too short for the hardware
-// prefetchers. PF_TILES: how many tiles ahead the walk asks. Inlined into the AVX-512
-// kernels on purpose: as a function of its own GCC found it const and dropped its calls.
-AVX512 static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N,
-                                                                         int r0, int j0) {
-    if (r0 >= rows || j0 >= N) return;
-    for (int m = r0; m < (r0 + MR < rows ? r0 + MR : rows); m++) {
-        _mm_prefetch((const char *)(C + (size_t)m * ldc + j0), _MM_HINT_T0);
-        if (j0 + 16 < N) _mm_prefetch((const char *)(C + (size_t)m * ldc + j0 + 16), _MM_HINT_T0);
-    }
-}
-
-// One block of k: C's first `rows` rows, strips of NR columns, each strip over every
-// panel of ap (the panels of those rows for this block).
-AVX512 static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
-                                  int ldc) {
-    const int panels = (rows + MR - 1) / MR;
-    if (kc <= SHORT_K) {
-        // few k: C's traffic outweighs B's, so each panel's rows of C are walked
-        // along, B's strips re-read from cache (the same tiles, the same sums)
-        for (int p = 0; p < panels; p++) {
-            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
-            for (int j0 = 0; j0 < N; j0 += NR) {
-                if (add) {
-                    const int pj = j0 + PF_TILES * NR;
-                    prefetch_c_tile(C, ldc, rows, N, pj < N ? r0 : r0 + MR, pj < N ? pj : pj - N);
-                }
-                micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr,
-                         N - j0 < NR ? N - j0 : NR, add);
-            }
-        }
-        return;
-    }
-    for (int j0 = 0; j0 < N; j0 += NR) {
-        const int ncols = N - j0 < NR ? N - j0 : NR;
-        for (int p = 0; p < panels; p++) {
-            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
-            if (add) prefetch_c_tile(C, ldc, rows, N, r0 + PF_TILES * MR, j0);
-            micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr, ncols, add);
-        }
-    }
-}
-
-// panels_times_b on B as runs, rows k0 .. k0+kc of it.
-AVX512 static void panels_times_runs(int rows, int N, int kc, const float *ap, const GemmRuns *b, int k0, int add,
-                                     float *C, int ldc) {
-    const int panels = (rows + MR - 1) / MR;
-    for (int j0 = 0; j0 < N; j0 += NR) {
-        const int ncols = N - j0 < NR ? N - j0 : NR;
-        const float *b0 = b->base + b->run[j0 / 16], *b1 = ncols > 16 ? b->base + b->run[j0 / 16 + 1] : b0;
-        for (int p = 0; p < panels; p++) {
-            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
-            micro_nn_runs(kc, ap + (size_t)p * kc * MR, b->row + k0, b0, b1, C + (size_t)r0 * ldc + j0, ldc, nr,
-                          ncols, add);
-        }
-    }
 }
 
 // C (M, N) = or += A B for M <= FEW_ROWS (a batch of one to four samples through the
@@ -253,8 +220,8 @@ AVX512 static void panels_times_runs(int rows, int N, int kc, const float *ap, c
 // blocks of STRIP floats, into FEW_ROWS x STRIP/16 sums. Each element sums along k in
 // order.
 enum { FEW_ROWS = 4, STRIP = 64 };
-AVX512 static void few_rows_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
-                                 int add, float *C, int ldc) {
+AVX512 static void few_rows_512(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                                int add, float *C, int ldc) {
     for (int j0 = 0; j0 < N; j0 += STRIP) {
         __mmask16 mk[STRIP / 16];
         for (int v = 0; v < STRIP / 16; v++) mk[v] = lanes(N - j0 - 16 * v);
@@ -277,57 +244,6 @@ AVX512 static void few_rows_gemm(int M, int N, int K, const float *A, int lda, i
                 if (add) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], cm), r);
                 _mm512_mask_storeu_ps(cm, mk[v], r);
             }
-    }
-}
-
-// C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
-// columns, panels of MR rows, in that order: every element's sum runs over k in order,
-// block after block.
-AVX512 static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
-                            int first_add, float *C, int ldc) {
-    if (M <= FEW_ROWS) {
-        few_rows_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
-        return;
-    }
-    _Alignas(64) float ap[MCHUNK * KC];
-    for (int m0 = 0; m0 < M; m0 += MCHUNK) {
-        const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK;
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kc = K - k0 < KC ? K - k0 : KC;
-            pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
-            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C + (size_t)m0 * ldc, ldc);
-        }
-    }
-}
-
-// C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
-AVX512 static void panels_into_runs(int rows, int N, int kc, const float *ap, const float *B, int ldb,
-                                    const GemmRuns *c) {
-    const int panels = (rows + MR - 1) / MR;
-    for (int j0 = 0; j0 < N; j0 += NR) {
-        const int ncols = N - j0 < NR ? N - j0 : NR;
-        float *c0 = (float *)c->base + c->run[j0 / 16], *c1 = ncols > 16 ? (float *)c->base + c->run[j0 / 16 + 1] : c0;
-        for (int p = 0; p < panels; p++) {
-            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
-            micro_nn_into_runs(kc, ap + (size_t)p * kc * MR, B + j0, ldb, c0, c1, c->row + r0, nr, ncols);
-        }
-    }
-}
-
-// The same sums on an A packed once (gemm_pack_a), rows m0 .. m0+rows-1 of it. B is
-// B (ldb) in place or, when br is set, the runs br; C is C (ldc) or, when cr is set,
-// the runs cr added to.
-AVX512 static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
-                                   const GemmRuns *br, int first_add, float *C, int ldc, const GemmRuns *cr) {
-    for (int k0 = 0; k0 < pa->K; k0 += KC) {
-        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
-        const float *ap = packed_block(pa, m0, k0);
-        if (br)
-            panels_times_runs(rows, N, kc, ap, br, k0, first_add || k0 > 0, C, ldc);
-        else if (cr)
-            panels_into_runs(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, cr);
-        else
-            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C, ldc);
     }
 }
 
@@ -389,32 +305,321 @@ micro_nt_body(int K, const float *const a[4], const ptrdiff_t *run, const float 
         }
 }
 
-AVX512 static void micro_nt(int K, const float *const a[4], const float *B, int ldb, float *C, int ldc, int mr, int nr,
-                            int add) {
+AVX512 static void micro_nt_512(int K, const float *const a[4], const float *B, int ldb, float *C, int ldc, int mr,
+                                int nr, int add) {
     micro_nt_body(K, a, NULL, B, ldb, C, ldc, mr, nr, add);
 }
-AVX512 static void micro_nt_runs(int K, const float *const a[4], const ptrdiff_t *run, const float *B, int ldb,
-                                 float *C, int ldc, int mr, int nr, int add) {
+AVX512 static void micro_nt_runs_512(int K, const float *const a[4], const ptrdiff_t *run, const float *B, int ldb,
+                                     float *C, int ldc, int mr, int nr, int add) {
     micro_nt_body(K, a, run, B, ldb, C, ldc, mr, nr, add);
+}
+
+// ---- the AVX2 tiles: the same sums as the AVX-512 ones (see the top of the file)
+
+// The first n of 8 lanes, as a mask of maskload/maskstore (lanes past it are neither
+// read nor written, so they may lie past the end of an array).
+AVX2 static inline __m256i lanes8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// One block of micro_nn_body's tile on AVX2: rows r0 .. r0+R-1 of the panel (those
+// below `rows` stored) times vectors v0 .. v0+V-1 of the strip's four of 8 columns,
+// R x V <= 12 sums in registers (R, V are constants where it is inlined). full: the
+// vectors are whole, so no lane is masked.
+AVX2 static inline __attribute__((always_inline)) void
+avx2_block(int kc, const float *restrict ap, const float *B, int ldb, const ptrdiff_t *restrict boff, const float *b1,
+           float *C, int ldc, const ptrdiff_t *crow, float *c1, int rows, int add, int full, const __m256i mk[4],
+           int r0, int R, int v0, int V) {
+    __m256 c[6][4];
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) c[i][v] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float *p0 = boff ? B + boff[k] : B + (size_t)k * ldb, *p1 = boff ? b1 + boff[k] : p0 + 16;
+        __m256 b[4];
+        for (int v = 0; v < V; v++) {
+            const int u = v0 + v;
+            const float *p = u < 2 ? p0 + 8 * u : p1 + 8 * (u - 2);
+            b[v] = full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk[u]);
+            // in a register: GCC would fold the load into each of its multiply-adds,
+            // more loads a k than two load ports feed
+            __asm__("" : "+x"(b[v]));
+        }
+        for (int i = 0; i < R; i++) {
+            const __m256 a = _mm256_broadcast_ss(ap + (size_t)k * MR + r0 + i);
+            for (int v = 0; v < V; v++) c[i][v] = _mm256_fmadd_ps(a, b[v], c[i][v]);
+        }
+    }
+    // row after row, each loaded after the store of the one before (see micro_nn_body)
+    for (int i = 0; i < R && r0 + i < rows; i++) {
+        const int m = r0 + i;
+        float *cm0 = crow ? C + crow[m] : C + (size_t)m * ldc, *cm1 = crow ? c1 + crow[m] : cm0 + 16;
+        for (int v = 0; v < V; v++) {
+            const int u = v0 + v;
+            float *dst = u < 2 ? cm0 + 8 * u : cm1 + 8 * (u - 2);
+            __m256 x = c[i][v];
+            if (add) x = _mm256_add_ps(full ? _mm256_loadu_ps(dst) : _mm256_maskload_ps(dst, mk[u]), x);
+            if (full) _mm256_storeu_ps(dst, x);
+            else _mm256_maskstore_ps(dst, mk[u], x);
+        }
+    }
+}
+
+// micro_nn_body on AVX2, as blocks of its tile. C as runs: rows two at a time, all
+// columns each (2 x 4 vectors), so that rows are added in order as micro_nn_body adds
+// them (the runs of rows may overlap). C in place: rows 0-5 in halves of 16 columns (6
+// x 2 vectors: with 12 sums, each multiply-add's result is needed 6 instructions later,
+// past the latency of two pipes; 8 sums left them idle at times), then rows 6-7.
+// whole: ncols is 16 or 32, so no lane is masked.
+AVX2 static inline __attribute__((always_inline)) void
+micro_nn_body_avx2(int kc, const float *restrict ap, const float *B, int ldb, const ptrdiff_t *restrict boff,
+                   const float *b1, float *C, int ldc, const ptrdiff_t *crow, float *c1, int rows, int ncols, int add,
+                   int whole) {
+    __m256i mk[4];
+    for (int v = 0; v < 4; v++) mk[v] = lanes8(whole ? 8 : ncols - 8 * v);
+#define BLOCK(r0, R, v0, V) avx2_block(kc, ap, B, ldb, boff, b1, C, ldc, crow, c1, rows, add, whole, mk, r0, R, v0, V)
+    const int two = ncols > 16; // both halves of the strip
+    if (crow || boff || rows <= 2) {
+        for (int r = 0; r < rows; r += 2)
+            if (two) BLOCK(r, 2, 0, 4);
+            else BLOCK(r, 2, 0, 2);
+        return;
+    }
+    BLOCK(0, 6, 0, 2);
+    if (two) BLOCK(0, 6, 2, 2);
+    if (rows > 6) {
+        if (two) BLOCK(6, 2, 0, 4);
+        else BLOCK(6, 2, 0, 2);
+    }
+#undef BLOCK
+}
+
+// ncols of 16 and 32 (whole runs or strips) each get a body without masks.
+#define AVX2_BY_WIDTH(ncols, body_call) \
+    do {                                \
+        if ((ncols) == NR) {            \
+            const int w_ = NR, whole_ = 1; \
+            body_call;                  \
+        } else if ((ncols) == 16) {     \
+            const int w_ = 16, whole_ = 1; \
+            body_call;                  \
+        } else {                        \
+            const int w_ = (ncols), whole_ = 0; \
+            body_call;                  \
+        }                               \
+    } while (0)
+
+AVX2 static void micro_nn_avx2(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
+                               int ldc, int rows, int ncols, int add) {
+    AVX2_BY_WIDTH(ncols, micro_nn_body_avx2(kc, ap, B, ldb, NULL, NULL, C, ldc, NULL, NULL, rows, w_, add, whole_));
+}
+AVX2 static void micro_nn_runs_avx2(int kc, const float *restrict ap, const ptrdiff_t *boff, const float *b0,
+                                    const float *b1, float *restrict C, int ldc, int rows, int ncols, int add) {
+    AVX2_BY_WIDTH(ncols, micro_nn_body_avx2(kc, ap, b0, 0, boff, b1, C, ldc, NULL, NULL, rows, w_, add, whole_));
+}
+AVX2 static void micro_nn_into_runs_avx2(int kc, const float *restrict ap, const float *restrict B, int ldb, float *c0,
+                                         float *c1, const ptrdiff_t *crow, int rows, int ncols) {
+    AVX2_BY_WIDTH(ncols, micro_nn_body_avx2(kc, ap, B, ldb, NULL, NULL, c0, 0, crow, c1, rows, w_, 1, whole_));
+}
+#undef AVX2_BY_WIDTH
+
+// few_rows_512 on AVX2: blocks of 16 columns (FEW_ROWS x 2 vectors of sums), the same
+// sums along k in order.
+AVX2 static void few_rows_avx2(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                               int add, float *C, int ldc) {
+    for (int j0 = 0; j0 < N; j0 += 16) {
+        const __m256i mk[2] = {lanes8(N - j0), lanes8(N - j0 - 8)};
+        __m256 c[FEW_ROWS][2];
+        for (int m = 0; m < FEW_ROWS; m++) c[m][0] = c[m][1] = _mm256_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            const float *b = B + (size_t)k * ldb + j0;
+            const __m256 b0 = _mm256_maskload_ps(b, mk[0]), b8 = _mm256_maskload_ps(b + 8, mk[1]);
+            for (int m = 0; m < M && m < FEW_ROWS; m++) {
+                const __m256 am = _mm256_broadcast_ss(a_trans ? A + (size_t)k * lda + m : A + (size_t)m * lda + k);
+                c[m][0] = _mm256_fmadd_ps(am, b0, c[m][0]);
+                c[m][1] = _mm256_fmadd_ps(am, b8, c[m][1]);
+            }
+        }
+        for (int m = 0; m < M; m++)
+            for (int v = 0; v < 2; v++) {
+                float *cm = C + (size_t)m * ldc + j0 + 8 * v;
+                __m256 r = c[m][v];
+                if (add) r = _mm256_add_ps(_mm256_maskload_ps(cm, mk[v]), r);
+                _mm256_maskstore_ps(cm, mk[v], r);
+            }
+    }
+}
+
+// ---- one tile per call, on the kernels gemm_kernels() chose
+
+static void micro_nn(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C, int ldc,
+                     int rows, int ncols, int add) {
+    if (on_avx512()) micro_nn_512(kc, ap, B, ldb, C, ldc, rows, ncols, add);
+    else micro_nn_avx2(kc, ap, B, ldb, C, ldc, rows, ncols, add);
+}
+static void micro_nn_runs(int kc, const float *restrict ap, const ptrdiff_t *boff, const float *b0, const float *b1,
+                          float *restrict C, int ldc, int rows, int ncols, int add) {
+    if (on_avx512()) micro_nn_runs_512(kc, ap, boff, b0, b1, C, ldc, rows, ncols, add);
+    else micro_nn_runs_avx2(kc, ap, boff, b0, b1, C, ldc, rows, ncols, add);
+}
+static void micro_nn_into_runs(int kc, const float *restrict ap, const float *restrict B, int ldb, float *c0,
+                               float *c1, const ptrdiff_t *crow, int rows, int ncols) {
+    if (on_avx512()) micro_nn_into_runs_512(kc, ap, B, ldb, c0, c1, crow, rows, ncols);
+    else micro_nn_into_runs_avx2(kc, ap, B, ldb, c0, c1, crow, rows, ncols);
+}
+static void few_rows_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, int add,
+                          float *C, int ldc) {
+    if (on_avx512()) few_rows_512(M, N, K, A, lda, a_trans, B, ldb, add, C, ldc);
+    else few_rows_avx2(M, N, K, A, lda, a_trans, B, ldb, add, C, ldc);
+}
+// ---- the walks over blocks, strips and panels
+
+// C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1: a product
+// of few k added to C is bound by C's traffic, and the walk reaches rows a page apart
+// (a row of a deep layer's dW is 64 KiB) in runs too short for the hardware
+// prefetchers. PF_TILES: how many tiles ahead the walk asks. Inlined into the walks on
+// purpose: as a function of its own GCC found it const and dropped its calls.
+static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N,
+                                                                         int r0, int j0) {
+    if (r0 >= rows || j0 >= N) return;
+    for (int m = r0; m < (r0 + MR < rows ? r0 + MR : rows); m++) {
+        __builtin_prefetch(C + (size_t)m * ldc + j0, 0, 3);
+        if (j0 + 16 < N) __builtin_prefetch(C + (size_t)m * ldc + j0 + 16, 0, 3);
+    }
+}
+
+// B's strip (kc rows of ncols <= NR floats, row stride ldb) copied out NR floats a row,
+// for a walk that reads it once per panel: rows of B a multiple of 4 KiB apart
+// (STRIP_SET_FLOATS; a layer's dY read in place, 16 KiB a row at 16->32) all fall in
+// one set of L1, which holds 8 of them, so each panel read the strip from L2 again (the
+// 16->32 layer's input gradient ran at 35 GFLOP/s on AVX2, 65 with the copy, OpenBLAS
+// 47). Elsewhere the copy cost more than it saved (the forward on a column tile).
+static void copy_strip(float *restrict dst, const float *B, int ldb, int kc, int ncols) {
+    for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * NR, B + (size_t)k * ldb, (size_t)ncols * sizeof(float));
+}
+
+// One block of k: C's first `rows` rows, strips of NR columns, each strip over every
+// panel of ap (the panels of those rows for this block).
+static void panels_times_b(int rows, int N, int kc, const float *ap, const float *B, int ldb, int add, float *C,
+                           int ldc) {
+    const int panels = (rows + MR - 1) / MR;
+    if (kc <= SHORT_K) {
+        // few k: C's traffic outweighs B's, so each panel's rows of C are walked
+        // along, B's strips re-read from cache (the same tiles, the same sums)
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            for (int j0 = 0; j0 < N; j0 += NR) {
+                if (add) {
+                    const int pj = j0 + PF_TILES * NR;
+                    prefetch_c_tile(C, ldc, rows, N, pj < N ? r0 : r0 + MR, pj < N ? pj : pj - N);
+                }
+                micro_nn(kc, ap + (size_t)p * kc * MR, B + j0, ldb, C + (size_t)r0 * ldc + j0, ldc, nr,
+                         N - j0 < NR ? N - j0 : NR, add);
+            }
+        }
+        return;
+    }
+    _Alignas(64) float strip[KC * NR];
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        const float *bj = B + j0;
+        int ldbj = ldb;
+        if (panels > 1 && ldb % STRIP_SET_FLOATS == 0) copy_strip(strip, bj, ldb, kc, ncols), bj = strip, ldbj = NR;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            if (add) prefetch_c_tile(C, ldc, rows, N, r0 + PF_TILES * MR, j0);
+            micro_nn(kc, ap + (size_t)p * kc * MR, bj, ldbj, C + (size_t)r0 * ldc + j0, ldc, nr, ncols, add);
+        }
+    }
+}
+
+// panels_times_b on B as runs, rows k0 .. k0+kc of it.
+static void panels_times_runs(int rows, int N, int kc, const float *ap, const GemmRuns *b, int k0, int add,
+                              float *C, int ldc) {
+    const int panels = (rows + MR - 1) / MR;
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        const float *b0 = b->base + b->run[j0 / 16], *b1 = ncols > 16 ? b->base + b->run[j0 / 16 + 1] : b0;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            micro_nn_runs(kc, ap + (size_t)p * kc * MR, b->row + k0, b0, b1, C + (size_t)r0 * ldc + j0, ldc, nr,
+                          ncols, add);
+        }
+    }
+}
+
+// C (M, N) = or += A B. Chunks of MCHUNK rows of A, blocks of KC of k, strips of NR
+// columns, panels of MR rows, in that order: every element's sum runs over k in order,
+// block after block.
+static void own_gemm(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb,
+                     int first_add, float *C, int ldc) {
+    if (M <= FEW_ROWS) {
+        few_rows_gemm(M, N, K, A, lda, a_trans, B, ldb, first_add, C, ldc);
+        return;
+    }
+    _Alignas(64) float ap[MCHUNK * KC];
+    for (int m0 = 0; m0 < M; m0 += MCHUNK) {
+        const int rows = M - m0 < MCHUNK ? M - m0 : MCHUNK;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = K - k0 < KC ? K - k0 : KC;
+            pack_a(ap, A, lda, a_trans, m0, rows, k0, kc);
+            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C + (size_t)m0 * ldc, ldc);
+        }
+    }
+}
+
+// C (as runs) += panels ap (rows, kc) times B's rows k0 .. k0+kc.
+static void panels_into_runs(int rows, int N, int kc, const float *ap, const float *B, int ldb,
+                             const GemmRuns *c) {
+    const int panels = (rows + MR - 1) / MR;
+    _Alignas(64) float strip[KC * NR];
+    for (int j0 = 0; j0 < N; j0 += NR) {
+        const int ncols = N - j0 < NR ? N - j0 : NR;
+        float *c0 = (float *)c->base + c->run[j0 / 16], *c1 = ncols > 16 ? (float *)c->base + c->run[j0 / 16 + 1] : c0;
+        const float *bj = B + j0;
+        int ldbj = ldb;
+        if (panels > 1 && ldb % STRIP_SET_FLOATS == 0) copy_strip(strip, bj, ldb, kc, ncols), bj = strip, ldbj = NR;
+        for (int p = 0; p < panels; p++) {
+            const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+            micro_nn_into_runs(kc, ap + (size_t)p * kc * MR, bj, ldbj, c0, c1, c->row + r0, nr, ncols);
+        }
+    }
+}
+
+// The same sums on an A packed once (gemm_pack_a), rows m0 .. m0+rows-1 of it. B is
+// B (ldb) in place or, when br is set, the runs br; C is C (ldc) or, when cr is set,
+// the runs cr added to.
+static void own_gemm_packed(const GemmPacked *pa, int m0, int rows, int N, const float *B, int ldb,
+                            const GemmRuns *br, int first_add, float *C, int ldc, const GemmRuns *cr) {
+    for (int k0 = 0; k0 < pa->K; k0 += KC) {
+        const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
+        const float *ap = packed_block(pa, m0, k0);
+        if (br)
+            panels_times_runs(rows, N, kc, ap, br, k0, first_add || k0 > 0, C, ldc);
+        else if (cr)
+            panels_into_runs(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, cr);
+        else
+            panels_times_b(rows, N, kc, ap, B + (size_t)k0 * ldb, ldb, first_add || k0 > 0, C, ldc);
+    }
 }
 
 // C (M, N) = or += A B^T, A in place (ar NULL) or as runs. The operand with more rows
 // is walked once in the outer loop, the other re-read from cache; each element is one
 // sum along k whatever the order.
-AVX512 static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb,
-                          int add, float *C, int ldc) {
+static void own_nt(int M, int N, int K, const float *A, int lda, const GemmRuns *ar, const float *B, int ldb,
+                   int add, float *C, int ldc) {
 #define NT_TILE(m0, n0)                                                                                                \
     do {                                                                                                               \
-        const int mr = M - (m0) < 4 ? M - (m0) : 4, nr = N - (n0) < 4 ? N - (n0) : 4;                                   \
+        const int mr = M - (m0) < 4 ? M - (m0) : 4, nr = N - (n0) < 4 ? N - (n0) : 4;                                  \
         const float *a[4];                                                                                             \
         for (int i = 0; i < 4; i++) {                                                                                  \
             const int m = (m0) + (i < mr ? i : 0);                                                                     \
             a[i] = ar ? ar->base + ar->row[m] : A + (size_t)m * lda;                                                   \
         }                                                                                                              \
         if (ar)                                                                                                        \
-            micro_nt_runs(K, a, ar->run, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr, nr, add); \
+            micro_nt_runs_512(K, a, ar->run, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr,      \
+                              nr, add);                                                                                \
         else                                                                                                           \
-            micro_nt(K, a, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr, nr, add);              \
+            micro_nt_512(K, a, B + (size_t)(n0) * ldb, ldb, C + (size_t)(m0) * ldc + (n0), ldc, mr, nr, add);          \
     } while (0)
     if (M >= N) {
         for (int m0 = 0; m0 < M; m0 += 4)
@@ -454,6 +659,12 @@ static void panels_times_b(int rows, int N, int kc, const float *ap, const float
 }
 #endif
 
+// Whether gemm_nn and gemm_nn_packed run our kernels on a product of K terms: not
+// below MIN_K, and on AVX2 not up to SHORT_K either (the decoder's last layer and D's
+// first input gradient at the paper's shape, K = 32: 33-35 ms against OpenBLAS's 28).
+// The products from or into runs stay ours: they skip the column matrix's copy.
+static int own_k(int K) { return gemm_own() && K >= MIN_K && (K > SHORT_K || on_avx512()); }
+
 // beta 0 or 1 say whether the first k-block adds to C; other betas scale C first. K = 0
 // leaves beta C.
 static int prepare_c(int M, int N, int K, float beta, float *C, int ldc) {
@@ -466,7 +677,7 @@ static int prepare_c(int M, int N, int K, float beta, float *C, int ldc) {
 void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, float beta, float *C,
              int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (!gemm_own() || K < MIN_K) {
+    if (!own_k(K)) {
         cblas_sgemm(CblasRowMajor, a_trans ? CblasTrans : CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
                     beta, C, ldc);
         return;
@@ -477,7 +688,7 @@ void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const fl
 
 void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (!gemm_own() || K < MIN_K) {
+    if (!gemm_nt_own() || K < MIN_K) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -511,7 +722,7 @@ void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, 
     }
     const int kc = pa->K - k0 < KC ? pa->K - k0 : KC;
     const float *a = A + (size_t)m0 * lda + k0;
-    if (!gemm_own() || pa->K < MIN_K) { // gemm_nn's OpenBLAS route: its own sums, slab after slab
+    if (!own_k(pa->K)) { // gemm_nn's OpenBLAS route: its own sums, slab after slab
         gemm_nn(rows, N, kc, a, lda, 0, B, ldb, k0 == 0 ? beta : 1.0f, C, ldc);
         return;
     }
@@ -525,7 +736,7 @@ void gemm_nn_packed_slab(const GemmPacked *pa, int m0, int rows, int k0, int N, 
 void gemm_nn_packed(const GemmPacked *pa, int m0, int rows, int N, const float *A, int lda, int a_trans,
                     const float *B, int ldb, float beta, float *C, int ldc) {
     if (rows <= 0 || N <= 0) return;
-    if (!pa->p || !gemm_own() || pa->K < MIN_K || m0 % MR != 0) {
+    if (!pa->p || !own_k(pa->K) || m0 % MR != 0) {
         const float *a = a_trans ? A + m0 : A + (size_t)m0 * lda;
         gemm_nn(rows, N, pa->K, a, lda, a_trans, B, ldb, beta, C, ldc);
         return;
@@ -544,7 +755,7 @@ void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const Ge
 
 void gemm_nt_runs(int M, int N, int K, const GemmRuns *a, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (!gemm_own() || K < MIN_K) abort(); // the callers check
+    if (!gemm_nt_own() || K < MIN_K) abort(); // the callers check
     int add = prepare_c(M, N, K, beta, C, ldc);
     own_nt(M, N, K, NULL, 0, a, B, ldb, add, C, ldc);
 }

@@ -1,5 +1,5 @@
-// gemm_nn and gemm_nt (common/gemm.c): our AVX-512 kernels and the OpenBLAS route
-// against a double-precision loop, over shapes that hit every edge of the register
+// gemm_nn and gemm_nt (common/gemm.c): our AVX-512 and AVX2 kernels (each that the CPU
+// has) and the OpenBLAS route against a double-precision loop, over shapes that hit every edge of the register
 // tiles (rows past a panel of 8, columns past a strip of 32 or a vector of 16, k past a
 // block of 256 or a vector of 16, one to four rows), A given plain or transposed, and
 // beta 0 (C holding NaN, which must not be read), 1 and 0.5; the packed product whole and
@@ -57,9 +57,15 @@ static void check(const char *route, const char *what, int si, const float *got,
             if (got[(size_t)m * ldc + n] != -7.0f) fail_msg("%s %s shape %d wrote past column N", route, what, si);
 }
 
+static const char *route_name(void) {
+    const GemmKernels k = gemm_kernels();
+    return k == GEMM_AVX512 ? "avx512" : k == GEMM_AVX2 ? "avx2" : "openblas";
+}
+
+// own: on the kernel set the caller chose (gemm_use_kernels), else on OpenBLAS
 static void run_all(int own) {
-    gemm_use_own(own);
-    const char *route = own ? "own" : "openblas";
+    if (!own) gemm_use_own(0);
+    const char *route = route_name();
     const float betas[] = {0.0f, 1.0f, 0.5f};
     for (int si = 0; si < NSHAPES; si++) {
         const Shape *s = &shapes[si];
@@ -96,7 +102,7 @@ static void run_all(int own) {
 // gemm_nn_packed on an A packed once: C computed in row pieces [0, 8), [8, 11) and
 // [11, M) (11 is not a panel start: the fallback on A itself), plain and transposed A.
 static void run_packed(int own) {
-    gemm_use_own(own);
+    if (!own) gemm_use_own(0);
     for (int si = 0; si < NSHAPES; si++) {
         const Shape *s = &shapes[si];
         const int ldb = s->N + 2, ldc = s->N + 3;
@@ -117,7 +123,7 @@ static void run_packed(int own) {
                 gemm_nn_packed(&pa, cut[c], cut[c + 1] - cut[c], s->N, A, lda, tr, B, ldb, 0.0f,
                                C + (size_t)cut[c] * ldc, ldc);
             reference(s, A, lda, tr, B, ldb, 0, 0.0f, R, R, ldc);
-            check(own ? "own" : "openblas", tr ? "packed(A^T)" : "packed", si, C, R, s, ldc);
+            check(route_name(), tr ? "packed(A^T)" : "packed", si, C, R, s, ldc);
         }
         free(A); free(B); free(C); free(R); free(buf);
     }
@@ -129,7 +135,7 @@ static void run_packed(int own) {
 // gemm_nn_packed call (the fallback on A itself for the piece [11, M) too, except for
 // pieces of at most four rows there, which one call sums over all of k at once).
 static void run_slabs(int own) {
-    gemm_use_own(own);
+    if (!own) gemm_use_own(0);
     for (int si = 0; si < NSHAPES; si++) {
         const Shape *s = &shapes[si];
         const int lda = s->K + 3, ldb = s->N + 2, ldc = s->N + 3;
@@ -162,7 +168,7 @@ static void run_slabs(int own) {
                                      s->N, s->K, add, m);
             }
             reference(s, A, lda, 0, B, ldb, 0, add ? 1.0f : 0.0f, C0, R, ldc);
-            check(own ? "own" : "openblas", add ? "slabs beta 1" : "slabs beta 0", si, C, R, s, ldc);
+            check(route_name(), add ? "slabs beta 1" : "slabs beta 0", si, C, R, s, ldc);
         }
         free(A); free(B); free(C); free(C1); free(C0); free(R); free(buf);
     }
@@ -186,10 +192,7 @@ static float run_at(const float *base, const ptrdiff_t *row, const ptrdiff_t *ru
     return base[row[i] + run[j / 16] + j % 16];
 }
 
-static void test_runs(void **state) {
-    (void)state;
-    gemm_use_own(1);
-    if (!gemm_own()) skip(); // the runs exist only on our kernels
+static void runs_on(void) {
     for (int si = 0; si < NSHAPES; si++) {
         const Shape *s = &shapes[si];
         if (s->K < 16) continue; // below that the callers copy (OpenBLAS's route)
@@ -216,10 +219,12 @@ static void test_runs(void **state) {
             gemm_nn_packed(&pa, 0, M, N, A, K, 0, B, N, add ? 1.0f : 0.0f, C1, N);
             GemmRuns b = {base, row, run};
             gemm_nn_packed_runs(&pa, 0, M, N, &b, add ? 1.0f : 0.0f, C2, N);
-            if (memcmp(C1, C2, sizeof(float) * M * N) != 0) fail_msg("nn runs shape %d beta %d: bits differ", si, add);
+            // (on AVX2 gemm_nn_packed gives products of at most 32 k to OpenBLAS)
+            if ((gemm_kernels() == GEMM_AVX512 || K > 32) && memcmp(C1, C2, sizeof(float) * M * N) != 0)
+                fail_msg("nn runs shape %d beta %d: bits differ", si, add);
         }
         free(base);
-        // nt: A (M, K) as runs, B (N, K) in place
+        // nt: A (M, K) as runs, B (N, K) in place (our dot kernels: AVX-512 only)
         make_runs(row, M, run, K, 0, &extent);
         base = malloc(sizeof(float) * extent);
         assert_non_null(base);
@@ -229,8 +234,10 @@ static void test_runs(void **state) {
         for (int i = 0; i < M * N; i++) C1[i] = C2[i] = NAN;
         gemm_nt(M, N, K, A, K, Bt, K, 0.0f, C1, N);
         GemmRuns a = {base, row, run};
-        gemm_nt_runs(M, N, K, &a, Bt, K, 0.0f, C2, N);
-        if (memcmp(C1, C2, sizeof(float) * M * N) != 0) fail_msg("nt runs shape %d: bits differ", si);
+        if (gemm_nt_own()) {
+            gemm_nt_runs(M, N, K, &a, Bt, K, 0.0f, C2, N);
+            if (memcmp(C1, C2, sizeof(float) * M * N) != 0) fail_msg("nt runs shape %d: bits differ", si);
+        }
         free(base);
         // into runs: C (M, N) as overlapping runs, += A B
         make_runs(row, M, run, N, 1, &extent);
@@ -256,13 +263,68 @@ static void test_runs(void **state) {
     }
 }
 
+// Each of our kernel sets the CPU has (valgrind has AVX2 but not AVX-512); the AVX2 ones
+// give gemm_nn the same bits as the AVX-512 ones.
+static const GemmKernels own_sets[] = {GEMM_AVX512, GEMM_AVX2};
+
 static void test_own_kernels(void **state) {
     (void)state;
+    int ran = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!gemm_use_kernels(own_sets[i])) continue;
+        run_all(1); // each part ends on the best set again
+        gemm_use_kernels(own_sets[i]);
+        run_packed(1);
+        gemm_use_kernels(own_sets[i]);
+        run_slabs(1);
+        ran++;
+    }
     gemm_use_own(1);
-    if (!gemm_own()) skip(); // no AVX-512 here (or under valgrind): the OpenBLAS route is what runs
-    run_all(1);
-    run_packed(1);
-    run_slabs(1);
+    if (!ran) skip(); // neither AVX-512 nor AVX2 here: the OpenBLAS route is what runs
+}
+
+static void test_runs(void **state) {
+    (void)state;
+    int ran = 0;
+    for (int i = 0; i < 2; i++)
+        if (gemm_use_kernels(own_sets[i])) runs_on(), ran++;
+    gemm_use_own(1);
+    if (!ran) skip(); // the runs exist only on our kernels
+}
+
+// gemm_nn on AVX2 and on AVX-512: the same fused multiply-adds in the same order, so
+// the same bits, for every form (plain, A transposed, packed, B as runs).
+static void test_kernel_sets_same_bits(void **state) {
+    (void)state;
+    if (!gemm_use_kernels(GEMM_AVX512)) skip(); // only a CPU with both can compare them
+    enum { M = 70, N = 77, K = 600 };
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C[2];
+    float *buf = malloc(sizeof(float) * gemm_packed_floats(M, K));
+    C[0] = malloc(sizeof(float) * M * N), C[1] = malloc(sizeof(float) * M * N);
+    assert_true(A && B && C[0] && C[1] && buf);
+    for (int i = 0; i < M * K; i++) A[i] = frand();
+    for (int i = 0; i < K * N; i++) B[i] = frand();
+    for (int form = 0; form < 4; form++) {
+        for (int set = 0; set < 2; set++) {
+            assert_int_equal(gemm_use_kernels(own_sets[set]), 1);
+            for (int i = 0; i < M * N; i++) C[set][i] = (float)(i % 7);
+            GemmPacked pa;
+            if (form == 0) gemm_nn(M, N, K, A, K, 0, B, N, 1.0f, C[set], N);
+            if (form == 1) gemm_nn(M, N, K / 10, A, M, 1, B, N, 0.0f, C[set], N); // A^T (K/10, M)
+            if (form >= 2) assert_int_equal(gemm_pack_a(&pa, buf, M, K, A, K, 0), 1);
+            if (form == 2) gemm_nn_packed(&pa, 0, M, N, A, K, 0, B, N, 1.0f, C[set], N);
+            if (form == 3) { // B as runs of 16 with gaps: the rows of B with N padded to 80
+                ptrdiff_t row[K], run[5];
+                for (int k = 0; k < K; k++) row[k] = (ptrdiff_t)k * N;
+                for (int j = 0; j < 5; j++) run[j] = 16 * j;
+                GemmRuns b = {B, row, run};
+                gemm_nn_packed_runs(&pa, 0, M, N - 13, &b, 0.0f, C[set], N);
+            }
+        }
+        if (memcmp(C[0], C[1], sizeof(float) * M * N) != 0) fail_msg("form %d: AVX2 and AVX-512 bits differ", form);
+    }
+    gemm_use_own(1);
+    free(A); free(B); free(C[0]); free(C[1]); free(buf);
 }
 
 static void test_openblas_route(void **state) {
@@ -277,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_own_kernels),
         cmocka_unit_test(test_openblas_route),
         cmocka_unit_test(test_runs),
+        cmocka_unit_test(test_kernel_sets_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,16 +1,19 @@
 #ifndef MDGAN_GEMM_H
 #define MDGAN_GEMM_H
 #include <stddef.h>
-// The single-precision products of the convolutions, in our own AVX-512 kernels where
-// the CPU has AVX-512, else through OpenBLAS.
+// The single-precision products of the convolutions, in our own kernels where the CPU
+// has AVX-512 or AVX2 with FMA, else through OpenBLAS.
 //
-// Why our own: the environment pins OpenBLAS to its Haswell (AVX2) kernels because its
-// AVX-512 ones miscompute on this machine's CPU, and at the convolutions' shapes (a few
-// dozen rows, a few hundred columns per tile) those kernels reach 75-85 GFLOP/s on one
-// core where a plain AVX-512 register tile reaches 120-180 (bench_step --layers shows
-// both in one run). Each call runs on the calling thread; the sum of every element
-// runs along k in a fixed order, so the bits never depend on how the callers split work
-// between threads.
+// Why our own: they read a convolution's column matrix in place, as runs of the input's
+// lines (GemmRuns below), and add its adjoint straight into the input, where OpenBLAS
+// needs the matrix copied out first; and on a CPU with AVX-512 whose OpenBLAS must be
+// pinned to its Haswell (AVX2) kernels (its AVX-512 ones miscompute there), those reach
+// 75-85 GFLOP/s on one core at the convolutions' shapes where a plain AVX-512 register
+// tile reaches 120-180 (bench_step --layers shows both in one run). Each call runs on
+// the calling thread; the sum of every element runs along k in a fixed order, so the
+// bits never depend on how the callers split work between threads. gemm_nn's sums are
+// the same fused multiply-adds on both instruction sets (the same bits); gemm_nt runs
+// our kernel on AVX-512 only (gemm_nt_own), OpenBLAS's sgemm on AVX2.
 //
 // Every matrix is row-major, alpha is 1:
 //   gemm_nn: C (M, N) = A (M, K) B (K, N) + beta C;  a_trans: A is given as its
@@ -19,11 +22,18 @@
 //            along k in memory (the weight gradients: sums over columns)
 // beta 0 never reads C (it may hold NaN); beta 1 adds to it; other betas scale it.
 
-// 1 when gemm_nn/gemm_nt run our kernels (AVX-512F with the OS saving its registers,
-// and not switched off by gemm_use_own(0) or MDGAN_GEMM=openblas in the environment).
+// Which kernels run: the best the CPU has (with the OS saving its registers), unless
+// MDGAN_GEMM in the environment says openblas, or avx2 on a CPU with AVX-512.
+typedef enum { GEMM_OPENBLAS = 0, GEMM_AVX2 = 2, GEMM_AVX512 = 3 } GemmKernels;
+GemmKernels gemm_kernels(void);
+// 1 when gemm_nn runs our kernels (gemm_kernels() is not GEMM_OPENBLAS); gemm_nt_own:
+// when gemm_nt does too (GEMM_AVX512: on AVX2 OpenBLAS's sgemm is faster there).
 int gemm_own(void);
-// Tests and benchmarks: 0 routes every call to OpenBLAS, 1 back to our kernels (where
-// the CPU has them).
+int gemm_nt_own(void);
+// Tests and benchmarks: route every call to these kernels; returns 0 (and changes
+// nothing) when the CPU does not have them.
+int gemm_use_kernels(GemmKernels k);
+// 0: every call to OpenBLAS; 1: back to the best kernels the CPU has.
 void gemm_use_own(int on);
 
 void gemm_nn(int M, int N, int K, const float *A, int lda, int a_trans, const float *B, int ldb, float beta, float *C,
@@ -65,9 +75,11 @@ typedef struct {
     const float *base;
     const ptrdiff_t *row, *run;
 } GemmRuns;
-// Only on our kernels (gemm_own(), and for gemm_nn_packed_runs an A that was packed):
-// the callers keep the copied column matrix for the other cases. The sums are those of
-// gemm_nn_packed and gemm_nt on the same values, bit for bit.
+// Only on our kernels (gemm_own(); gemm_nt_own() for gemm_nt_runs; an A that was
+// packed for gemm_nn_packed_runs): the callers keep the copied column matrix for the
+// other cases. The sums are those of gemm_nn_packed and gemm_nt on the same values, bit
+// for bit, except on AVX2 for products of at most 32 k, which gemm_nn and
+// gemm_nn_packed give to OpenBLAS (its sums differ; ours from runs still skip a copy).
 //   gemm_nn_packed_runs: C (rows, N) = A[m0 .. m0+rows) B + beta C, B (pa->K, N) as runs
 //   gemm_nt_runs:        C (M, N) = A B^T + beta C, A (M, K) as runs, B (N, K) in place
 void gemm_nn_packed_runs(const GemmPacked *pa, int m0, int rows, int N, const GemmRuns *b, float beta, float *C,
