@@ -818,12 +818,8 @@ static void scatter(float *vol, const float *colside, const float *w, const Conv
     const size_t lines = tile_lines(s, (size_t)per * kv);
     const long items = (long)s->N * groups;
     // in place: the product added into a region of the group's channels, then the
-    // region added to the volume (kv % 8: each group's rows start a panel of W^T). On
-    // AVX2 only for output lines of at most 32 floats: at 64 (the paper shape's first
-    // layer) it ran at half the copied path's rate (input gradient 54.9 against 30.8 ms
-    // on one thread; at 16 and 32 it was 25-30% faster), for reasons not found yet.
-    const int in_place = kv % 8 == 0 && (gemm_kernels() == GEMM_AVX512 || s->oW <= 32);
-    const size_t table_at = in_place ? runs_region(s, lines, per) : 0;
+    // region added to the volume (kv % 8: each group's rows start a panel of W^T)
+    const size_t table_at = kv % 8 == 0 ? runs_region(s, lines, per) : 0;
 #pragma omp parallel num_threads(conv_threads())
     {
         GemmPacked pw; // W^T (Ck, K), packed once
