@@ -12,8 +12,8 @@
 // the first block and beta is 0, added otherwise. A convolution packs its weights once
 // per call (gemm_pack_a) for all its tiles: with a few dozen columns a tile, packing
 // them per tile cost a quarter of the product. AVX2 has 16 registers of 8 floats, so
-// its tile computes the same 8 x 32 block two rows at a time (8 accumulators, four
-// loads of B and two broadcasts per k): every element's sum is the same chain of
+// its tile computes the same 8 x 32 block in blocks of at most 12 sums (6 rows x 16
+// columns, 2 rows x 32: micro_nn_body_avx2): every element's sum is the same chain of
 // fused multiply-adds along k, so both kernels give the same bits.
 //
 // The same tile reads B as runs of 16 floats from anywhere (GemmRuns: the column
@@ -366,9 +366,11 @@ avx2_block(int kc, const float *restrict ap, const float *B, int ldb, const ptrd
 
 // micro_nn_body on AVX2, as blocks of its tile. C as runs: rows two at a time, all
 // columns each (2 x 4 vectors), so that rows are added in order as micro_nn_body adds
-// them (the runs of rows may overlap). C in place: rows 0-5 in halves of 16 columns (6
-// x 2 vectors: with 12 sums, each multiply-add's result is needed 6 instructions later,
-// past the latency of two pipes; 8 sums left them idle at times), then rows 6-7.
+// them (the runs of rows may overlap); B as runs likewise (faster so: the 16->32
+// forward 15.5 against 18.9 ms on one thread). Both in place: rows 0-5 in halves of 16
+// columns (6 x 2 vectors: with 12 sums, each multiply-add's result is needed 6
+// instructions later, past the latency of two pipes; alone, products of the deep
+// layers' sizes ran at 58-68 GFLOP/s with 8 sums, 74-90 with 12), then rows 6-7.
 // whole: ncols is 16 or 32, so no lane is masked.
 AVX2 static inline __attribute__((always_inline)) void
 micro_nn_body_avx2(int kc, const float *restrict ap, const float *B, int ldb, const ptrdiff_t *restrict boff,
@@ -394,18 +396,18 @@ micro_nn_body_avx2(int kc, const float *restrict ap, const float *B, int ldb, co
 }
 
 // ncols of 16 and 32 (whole runs or strips) each get a body without masks.
-#define AVX2_BY_WIDTH(ncols, body_call) \
-    do {                                \
-        if ((ncols) == NR) {            \
-            const int w_ = NR, whole_ = 1; \
-            body_call;                  \
-        } else if ((ncols) == 16) {     \
-            const int w_ = 16, whole_ = 1; \
-            body_call;                  \
-        } else {                        \
-            const int w_ = (ncols), whole_ = 0; \
-            body_call;                  \
-        }                               \
+#define AVX2_BY_WIDTH(ncols, body_call)                                                                                \
+    do {                                                                                                               \
+        if ((ncols) == NR) {                                                                                           \
+            const int w_ = NR, whole_ = 1;                                                                             \
+            body_call;                                                                                                 \
+        } else if ((ncols) == 16) {                                                                                    \
+            const int w_ = 16, whole_ = 1;                                                                             \
+            body_call;                                                                                                 \
+        } else {                                                                                                       \
+            const int w_ = (ncols), whole_ = 0;                                                                        \
+            body_call;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 AVX2 static void micro_nn_avx2(int kc, const float *restrict ap, const float *restrict B, int ldb, float *restrict C,
@@ -471,6 +473,7 @@ static void few_rows_gemm(int M, int N, int K, const float *A, int lda, int a_tr
     if (on_avx512()) few_rows_512(M, N, K, A, lda, a_trans, B, ldb, add, C, ldc);
     else few_rows_avx2(M, N, K, A, lda, a_trans, B, ldb, add, C, ldc);
 }
+
 // ---- the walks over blocks, strips and panels
 
 // C's tile at rows r0.., columns j0.. (where inside rows x N) asked into L1: a product
@@ -478,8 +481,8 @@ static void few_rows_gemm(int M, int N, int K, const float *A, int lda, int a_tr
 // (a row of a deep layer's dW is 64 KiB) in runs too short for the hardware
 // prefetchers. PF_TILES: how many tiles ahead the walk asks. Inlined into the walks on
 // purpose: as a function of its own GCC found it const and dropped its calls.
-static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N,
-                                                                         int r0, int j0) {
+static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C, int ldc, int rows, int N, int r0,
+                                                                  int j0) {
     if (r0 >= rows || j0 >= N) return;
     for (int m = r0; m < (r0 + MR < rows ? r0 + MR : rows); m++) {
         __builtin_prefetch(C + (size_t)m * ldc + j0, 0, 3);
@@ -492,7 +495,7 @@ static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C
 // (STRIP_SET_FLOATS; a layer's dY read in place, 16 KiB a row at 16->32) all fall in
 // one set of L1, which holds 8 of them, so each panel read the strip from L2 again (the
 // 16->32 layer's input gradient ran at 35 GFLOP/s on AVX2, 65 with the copy, OpenBLAS
-// 47). Elsewhere the copy cost more than it saved (the forward on a column tile).
+// 47). On the column tiles (rows a tile's width apart) it gained nothing measurable.
 // (A whole strip's rows are copied at their constant size, inline: as a memcpy of
 // variable size GCC made each `rep movsq`, whose start-up on 128 bytes took half of the
 // paper shape's first-layer input gradient: 58.8 -> 26.0 ms on one thread.)
