@@ -1,9 +1,9 @@
 // gemm_nn and gemm_nt (common/gemm.c): our AVX-512 and AVX2 kernels (each that the CPU
-// has) and the OpenBLAS route against a double-precision loop, over shapes that hit every edge of the register
-// tiles (rows past a panel of 8, columns past a strip of 32 or a vector of 16, k past a
-// block of 256 or a vector of 16, one to four rows), A given plain or transposed, and
-// beta 0 (C holding NaN, which must not be read), 1 and 0.5; the packed product whole and
-// slab by slab.
+// has) and the OpenBLAS route against a double-precision loop, over shapes that hit
+// every edge of the register tiles (rows past a panel of 8, columns past a strip of 32
+// or a vector of 16, k past a block of 256 or a vector of 16, one to four rows), A given
+// plain or transposed, and beta 0 (C holding NaN, which must not be read), 1 and 0.5;
+// the packed product whole and slab by slab.
 #include "testutil.h"
 
 #include <math.h>
