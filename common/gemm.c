@@ -324,11 +324,11 @@ AVX2 static inline __m256i lanes8(int n) {
 
 // One block of micro_nn_body's tile on AVX2: rows r0 .. r0+R-1 of the panel (those
 // below `rows` stored) times vectors v0 .. v0+V-1 of the strip's four of 8 columns,
-// R x V <= 12 sums in registers (R, V are constants where it is inlined). full: the
+// R x V <= 12 sums in registers (R, V are constants where it is inlined). whole: the
 // vectors are whole, so no lane is masked.
 AVX2 static inline __attribute__((always_inline)) void
 avx2_block(int kc, const float *restrict ap, const float *B, int ldb, const ptrdiff_t *restrict boff, const float *b1,
-           float *C, int ldc, const ptrdiff_t *crow, float *c1, int rows, int add, int full, const __m256i mk[4],
+           float *C, int ldc, const ptrdiff_t *crow, float *c1, int rows, int add, int whole, const __m256i mk[4],
            int r0, int R, int v0, int V) {
     __m256 c[6][4];
     for (int i = 0; i < R; i++)
@@ -339,7 +339,7 @@ avx2_block(int kc, const float *restrict ap, const float *B, int ldb, const ptrd
         for (int v = 0; v < V; v++) {
             const int u = v0 + v;
             const float *p = u < 2 ? p0 + 8 * u : p1 + 8 * (u - 2);
-            b[v] = full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk[u]);
+            b[v] = whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk[u]);
             // in a register: GCC would fold the load into each of its multiply-adds,
             // more loads a k than two load ports feed
             __asm__("" : "+x"(b[v]));
@@ -357,8 +357,8 @@ avx2_block(int kc, const float *restrict ap, const float *B, int ldb, const ptrd
             const int u = v0 + v;
             float *dst = u < 2 ? cm0 + 8 * u : cm1 + 8 * (u - 2);
             __m256 x = c[i][v];
-            if (add) x = _mm256_add_ps(full ? _mm256_loadu_ps(dst) : _mm256_maskload_ps(dst, mk[u]), x);
-            if (full) _mm256_storeu_ps(dst, x);
+            if (add) x = _mm256_add_ps(whole ? _mm256_loadu_ps(dst) : _mm256_maskload_ps(dst, mk[u]), x);
+            if (whole) _mm256_storeu_ps(dst, x);
             else _mm256_maskstore_ps(dst, mk[u], x);
         }
     }
@@ -490,20 +490,25 @@ static inline __attribute__((always_inline)) void prefetch_c_tile(const float *C
     }
 }
 
-// B's strip (kc rows of ncols <= NR floats, row stride ldb) copied out NR floats a row,
-// for a walk that reads it once per panel: rows of B a multiple of 4 KiB apart
-// (STRIP_SET_FLOATS; a layer's dY read in place, 16 KiB a row at 16->32) all fall in
+// Where a walk that reads B's strip once per panel reads it from (*ld its row stride):
+// B itself, or the strip (kc rows of ncols <= NR floats) copied out NR floats a row to
+// dst when the walk has more than one panel and rows of B lie a multiple of 4 KiB apart
+// (STRIP_SET_FLOATS; a layer's dY read in place, 16 KiB a row at 16->32): such rows fall in
 // one set of L1, which holds 8 of them, so each panel read the strip from L2 again (the
 // 16->32 layer's input gradient ran at 35 GFLOP/s on AVX2, 65 with the copy, OpenBLAS
 // 47). On the column tiles (rows a tile's width apart) it gained nothing measurable.
 // (A whole strip's rows are copied at their constant size, inline: as a memcpy of
 // variable size GCC made each `rep movsq`, whose start-up on 128 bytes took half of the
 // paper shape's first-layer input gradient: 58.8 -> 26.0 ms on one thread.)
-static void copy_strip(float *restrict dst, const float *B, int ldb, int kc, int ncols) {
+static const float *strip_of_b(float *restrict dst, const float *B, int ldb, int kc, int ncols, int panels, int *ld) {
+    *ld = ldb;
+    if (panels < 2 || ldb % STRIP_SET_FLOATS != 0) return B;
     if (ncols == NR)
         for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * NR, B + (size_t)k * ldb, NR * sizeof(float));
     else
         for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * NR, B + (size_t)k * ldb, (size_t)ncols * sizeof(float));
+    *ld = NR;
+    return dst;
 }
 
 // One block of k: C's first `rows` rows, strips of NR columns, each strip over every
@@ -530,9 +535,8 @@ static void panels_times_b(int rows, int N, int kc, const float *ap, const float
     _Alignas(64) float strip[KC * NR];
     for (int j0 = 0; j0 < N; j0 += NR) {
         const int ncols = N - j0 < NR ? N - j0 : NR;
-        const float *bj = B + j0;
-        int ldbj = ldb;
-        if (panels > 1 && ldb % STRIP_SET_FLOATS == 0) copy_strip(strip, bj, ldb, kc, ncols), bj = strip, ldbj = NR;
+        int ldbj;
+        const float *bj = strip_of_b(strip, B + j0, ldb, kc, ncols, panels, &ldbj);
         for (int p = 0; p < panels; p++) {
             const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
             if (add) prefetch_c_tile(C, ldc, rows, N, r0 + PF_TILES * MR, j0);
@@ -584,9 +588,8 @@ static void panels_into_runs(int rows, int N, int kc, const float *ap, const flo
     for (int j0 = 0; j0 < N; j0 += NR) {
         const int ncols = N - j0 < NR ? N - j0 : NR;
         float *c0 = (float *)c->base + c->run[j0 / 16], *c1 = ncols > 16 ? (float *)c->base + c->run[j0 / 16 + 1] : c0;
-        const float *bj = B + j0;
-        int ldbj = ldb;
-        if (panels > 1 && ldb % STRIP_SET_FLOATS == 0) copy_strip(strip, bj, ldb, kc, ncols), bj = strip, ldbj = NR;
+        int ldbj;
+        const float *bj = strip_of_b(strip, B + j0, ldb, kc, ncols, panels, &ldbj);
         for (int p = 0; p < panels; p++) {
             const int r0 = p * MR, nr = rows - r0 < MR ? rows - r0 : MR;
             micro_nn_into_runs(kc, ap + (size_t)p * kc * MR, bj, ldbj, c0, c1, c->row + r0, nr, ncols);

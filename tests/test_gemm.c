@@ -62,7 +62,8 @@ static const char *route_name(void) {
     return k == GEMM_AVX512 ? "avx512" : k == GEMM_AVX2 ? "avx2" : "openblas";
 }
 
-// own: on the kernel set the caller chose (gemm_use_kernels), else on OpenBLAS
+// own: on the kernel set the caller chose (gemm_use_kernels), else on OpenBLAS and
+// back to our best kernels after
 static void run_all(int own) {
     if (!own) gemm_use_own(0);
     const char *route = route_name();
@@ -96,7 +97,7 @@ static void run_all(int own) {
             }
         free(A); free(B); free(C0); free(C); free(R);
     }
-    gemm_use_own(1);
+    if (!own) gemm_use_own(1);
 }
 
 // gemm_nn_packed on an A packed once: C computed in row pieces [0, 8), [8, 11) and
@@ -127,7 +128,7 @@ static void run_packed(int own) {
         }
         free(A); free(B); free(C); free(R); free(buf);
     }
-    gemm_use_own(1);
+    if (!own) gemm_use_own(1);
 }
 
 // gemm_nn_packed_slab over slabs of GEMM_KC rows of B, in order, with beta 0 and 1:
@@ -172,7 +173,7 @@ static void run_slabs(int own) {
         }
         free(A); free(B); free(C); free(C1); free(C0); free(R); free(buf);
     }
-    gemm_use_own(1);
+    if (!own) gemm_use_own(1);
 }
 
 // The operands read as runs of 16 floats (GemmRuns): gemm_nn_packed_runs and
@@ -272,10 +273,8 @@ static void test_own_kernels(void **state) {
     int ran = 0;
     for (int i = 0; i < 2; i++) {
         if (!gemm_use_kernels(own_sets[i])) continue;
-        run_all(1); // each part ends on the best set again
-        gemm_use_kernels(own_sets[i]);
+        run_all(1);
         run_packed(1);
-        gemm_use_kernels(own_sets[i]);
         run_slabs(1);
         ran++;
     }
