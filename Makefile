@@ -53,7 +53,7 @@ $(BUILD)/common/%.o: common/%.c $(wildcard include/mdgan/*.h) | $(BUILD)/common
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/common/conv.o $(BUILD)/common/gemm.o: CFLAGS += $(HOT_CFLAGS)
+$(BUILD)/common/conv.o $(BUILD)/common/gemm.o $(BUILD)/common/ops.o: CFLAGS += $(HOT_CFLAGS)
 
 $(LIB): $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^

@@ -9,55 +9,74 @@
 #include "mdgan/ops.h"
 
 #include <math.h>
+#include <string.h>
 
 // Below this many elements a parallel region costs more than it saves.
 #define OPS_PAR_MIN 32768
 
-// Sum of x[0..n) in double over four interleaved lanes: a fixed order (so deterministic)
-// that still lets the compiler keep several additions in flight.
-static double sum_f32(const float *x, size_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+// A channel's BatchNorm work is compiled for AVX-512, AVX2 and the baseline and picked at
+// load time. Each clone does the same IEEE operations per element and per lane in the
+// same order, so all three give the same bits; the clones only differ in how many lanes
+// one instruction carries. (The clones are the channel functions, not the parallel
+// loops: the loop bodies OpenMP outlines would not be cloned.)
+#define OPS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// Double sums over BN_LANES interleaved lanes: lane j adds the elements j, j + BN_LANES,
+// j + 2 BN_LANES, ... in order, and the lanes are added pairwise at the end (lane_fold).
+// A fixed order, so deterministic, and one lane is one element of a vector: the sums run
+// as whole vectors (GCC's vector extensions, split into the registers each clone has).
+#define BN_LANES 16
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+typedef double DLanes __attribute__((vector_size(BN_LANES * sizeof(double))));
+typedef float FLanes __attribute__((vector_size(BN_LANES * sizeof(float))));
+typedef int ILanes __attribute__((vector_size(BN_LANES * sizeof(int))));
+// FLanes at a float's alignment, to load and store lanes at any float. No function takes
+// or returns a vector by value (the helpers below work through pointers): the baseline
+// clone has no 64-byte registers, and a vector argument there would change the ABI.
+typedef float FLanesAt __attribute__((vector_size(BN_LANES * sizeof(float)), aligned(sizeof(float)), may_alias));
+#define LOAD_LANES(p) (*(const FLanesAt *)(p))
+#define LANES_AT(p) (*(FLanesAt *)(p))
+#define widen(v) __builtin_convertvector((v), DLanes)
+
+ALWAYS_INLINE double lane_fold(const DLanes *a) {
+    double l[BN_LANES];
+    memcpy(l, a, sizeof l);
+    for (int w = BN_LANES / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) l[j] += l[j + w];
+    return l[0];
+}
+
+// sum x over x[0..n)
+ALWAYS_INLINE double sum_f32(const float *x, size_t n) {
+    DLanes a = {0};
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += x[i];
-        a1 += x[i + 1];
-        a2 += x[i + 2];
-        a3 += x[i + 3];
-    }
-    for (; i < n; i++) a0 += x[i];
-    return (a0 + a1) + (a2 + a3);
+    for (; i + BN_LANES <= n; i += BN_LANES) a += widen(LOAD_LANES(x + i));
+    for (size_t j = 0; i + j < n; j++) a[j] += x[i + j];
+    return lane_fold(&a);
 }
 
 // sum (x - m)^2
-static double sumsq_centered(const float *x, size_t n, double m) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+ALWAYS_INLINE double sumsq_centered(const float *x, size_t n, double m) {
+    DLanes a = {0};
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
+    for (; i + BN_LANES <= n; i += BN_LANES) {
+        const DLanes d = widen(LOAD_LANES(x + i)) - m;
+        a += d * d;
     }
-    for (; i < n; i++) {
-        double d = x[i] - m;
-        a0 += d * d;
+    for (size_t j = 0; i + j < n; j++) {
+        const double d = x[i + j] - m;
+        a[j] += d * d;
     }
-    return (a0 + a1) + (a2 + a3);
+    return lane_fold(&a);
 }
 
 // sum dy * (x - m)
-static double dot_centered(const float *dy, const float *x, size_t n, double m) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+ALWAYS_INLINE double dot_centered(const float *dy, const float *x, size_t n, double m) {
+    DLanes a = {0};
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += (double)dy[i] * (x[i] - m);
-        a1 += (double)dy[i + 1] * (x[i + 1] - m);
-        a2 += (double)dy[i + 2] * (x[i + 2] - m);
-        a3 += (double)dy[i + 3] * (x[i + 3] - m);
-    }
-    for (; i < n; i++) a0 += (double)dy[i] * (x[i] - m);
-    return (a0 + a1) + (a2 + a3);
+    for (; i + BN_LANES <= n; i += BN_LANES) a += widen(LOAD_LANES(dy + i)) * (widen(LOAD_LANES(x + i)) - m);
+    for (size_t j = 0; i + j < n; j++) a[j] += (double)dy[i + j] * (x[i + j] - m);
+    return lane_fold(&a);
 }
 
 // ---------------------------------------------------------------- BatchNorm3d
@@ -73,71 +92,100 @@ static void running_update(float *running_mean, float *running_var, int c, doubl
     running_var[c] = (float)(mo * unbiased + (1 - mo) * running_var[c]);
 }
 
-// y = act((x - m) * sc + b) over one plane: one loop per activation so that each
-// vectorizes (and ReLU gives +0, as relu_forward does, not slope 0's -0).
-static inline void bn_apply(float *restrict y, const float *restrict x, size_t S, float m, float sc, float b,
-                            BnAct act) {
-    switch (act.kind) {
-    case BN_ACT_NONE:
-#pragma omp simd
-        for (size_t i = 0; i < S; i++) y[i] = (x[i] - m) * sc + b;
-        break;
-    case BN_ACT_RELU:
-#pragma omp simd
-        for (size_t i = 0; i < S; i++) {
-            const float v = (x[i] - m) * sc + b;
-            y[i] = v > 0 ? v : 0.0f;
-        }
-        break;
-    case BN_ACT_LRELU:
-#pragma omp simd
-        for (size_t i = 0; i < S; i++) {
-            const float v = (x[i] - m) * sc + b;
-            y[i] = v > 0 ? v : v * act.slope;
-        }
-        break;
+// *v = where test > 0 then *v else *neg, lane by lane (a NaN test picks *neg, as
+// `test > 0 ? v : neg`)
+ALWAYS_INLINE void keep_positive(FLanes *v, const FLanes *test, const FLanes *neg) {
+    const ILanes pos = *test > 0.0f;
+    *v = (FLanes)(((ILanes)*v & pos) | ((ILanes)*neg & ~pos));
+}
+
+// act(v): ReLU gives +0, as relu_forward does, not slope 0's -0
+ALWAYS_INLINE float act_scalar(float v, BnActKind kind, float slope) {
+    switch (kind) {
+    case BN_ACT_RELU: return v > 0 ? v : 0.0f;
+    case BN_ACT_LRELU: return v > 0 ? v : v * slope;
+    default: return v;
     }
+}
+
+// *v = act(*v), the same selects as act_scalar
+ALWAYS_INLINE void act_lanes(FLanes *v, BnActKind kind, float slope) {
+    const FLanes t = *v, neg = kind == BN_ACT_LRELU ? t * slope : (FLanes){0};
+    if (kind != BN_ACT_NONE) keep_positive(v, &t, &neg);
+}
+
+// y = act((x - m) * sc + b) over one plane (y may be x)
+ALWAYS_INLINE void bn_apply_as(float *y, const float *x, size_t S, float m, float sc, float b, BnActKind kind,
+                               float slope) {
+    size_t i = 0;
+    for (; i + BN_LANES <= S; i += BN_LANES) {
+        FLanes v = (LOAD_LANES(x + i) - m) * sc + b;
+        act_lanes(&v, kind, slope);
+        LANES_AT(y + i) = v;
+    }
+    for (; i < S; i++) y[i] = act_scalar((x[i] - m) * sc + b, kind, slope);
+}
+
+// one body per activation, each with its kind a constant
+ALWAYS_INLINE void bn_apply(float *y, const float *x, size_t S, float m, float sc, float b, BnAct act) {
+    switch (act.kind) {
+    case BN_ACT_NONE: bn_apply_as(y, x, S, m, sc, b, BN_ACT_NONE, 0.0f); break;
+    case BN_ACT_RELU: bn_apply_as(y, x, S, m, sc, b, BN_ACT_RELU, 0.0f); break;
+    case BN_ACT_LRELU: bn_apply_as(y, x, S, m, sc, b, BN_ACT_LRELU, act.slope); break;
+    }
+}
+
+OPS_CLONES static void bn_forward_train_channel(float *out, float *mean, float *rstd, float *running_mean,
+                                                float *running_var, const float *inp, const float *gamma,
+                                                const float *beta, int N, int C, size_t S, float momentum,
+                                                float eps, BnAct act, int c) {
+    const double cnt = (double)N * (double)S;
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += sum_f32(inp + ((size_t)n * C + c) * S, S);
+    double m = sum / cnt;
+    double ss = 0;
+    for (int n = 0; n < N; n++) ss += sumsq_centered(inp + ((size_t)n * C + c) * S, S, m);
+    double var = ss / cnt;  // biased: the one used to normalise
+    float rs = (float)(1.0 / sqrt(var + (double)eps));
+    mean[c] = (float)m;
+    rstd[c] = rs;
+    // out = act((x - mean) * rstd * gamma + beta)
+    const float mf = (float)m, sc = rs * gamma[c], b = beta[c];
+    for (int n = 0; n < N; n++)
+        bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
+    if (running_mean) running_update(running_mean, running_var, c, m, var, cnt, momentum);
 }
 
 void batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean,
                              float *running_var, const float *inp, const float *gamma,
                              const float *beta, int N, int C, size_t S, float momentum, float eps, BnAct act) {
-    const double cnt = (double)N * (double)S;
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        double sum = 0;
-        for (int n = 0; n < N; n++) sum += sum_f32(inp + ((size_t)n * C + c) * S, S);
-        double m = sum / cnt;
-        double ss = 0;
-        for (int n = 0; n < N; n++) ss += sumsq_centered(inp + ((size_t)n * C + c) * S, S, m);
-        double var = ss / cnt;  // biased: the one used to normalise
-        float rs = (float)(1.0 / sqrt(var + (double)eps));
-        mean[c] = (float)m;
-        rstd[c] = rs;
-        // out = act((x - mean) * rstd * gamma + beta)
-        const float mf = (float)m, sc = rs * gamma[c], b = beta[c];
-        for (int n = 0; n < N; n++)
-            bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
-        if (running_mean) running_update(running_mean, running_var, c, m, var, cnt, momentum);
-    }
+    for (int c = 0; c < C; c++)
+        bn_forward_train_channel(out, mean, rstd, running_mean, running_var, inp, gamma, beta, N, C, S, momentum,
+                                 eps, act, c);
+}
+
+OPS_CLONES static void bn_forward_eval_channel(float *out, const float *inp, const float *gamma, const float *beta,
+                                               const float *running_mean, const float *running_var, int N, int C,
+                                               size_t S, float eps, BnAct act, int c) {
+    float rs = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+    const float mf = running_mean[c], sc = rs * gamma[c], b = beta[c];
+    for (int n = 0; n < N; n++)
+        bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
 }
 
 void batchnorm_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
                             const float *running_mean, const float *running_var, int N, int C,
                             size_t S, float eps, BnAct act) {
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        float rs = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
-        const float mf = running_mean[c], sc = rs * gamma[c], b = beta[c];
-        for (int n = 0; n < N; n++)
-            bn_apply(out + ((size_t)n * C + c) * S, inp + ((size_t)n * C + c) * S, S, mf, sc, b, act);
-    }
+    for (int c = 0; c < C; c++)
+        bn_forward_eval_channel(out, inp, gamma, beta, running_mean, running_var, N, C, S, eps, act, c);
 }
 
 // The gradient reaching BatchNorm's output from dout, the gradient of act's output
 // (out = act(bn)): dout itself without an activation, else 0 + dout * act'(out), the
 // exact bits that relu_backward / lrelu_backward accumulate into a zeroed buffer.
-static inline float bn_dy(const float *dout, const float *out, size_t i, BnActKind kind, float slope) {
+ALWAYS_INLINE float bn_dy(const float *dout, const float *out, size_t i, BnActKind kind, float slope) {
     switch (kind) {
     case BN_ACT_RELU: return 0.0f + (out[i] > 0 ? dout[i] : 0.0f);
     case BN_ACT_LRELU: return 0.0f + (out[i] > 0 ? dout[i] : dout[i] * slope);
@@ -145,34 +193,43 @@ static inline float bn_dy(const float *dout, const float *out, size_t i, BnActKi
     }
 }
 
-// sum dy and sum dy * (x - m) over one plane, each in sum_f32's / dot_centered's lanes
-// and order (so the same doubles as those two passes), in one pass.
-static inline void bn_plane_sums(const float *dout, const float *out, const float *x, size_t n, double m,
-                                 BnActKind kind, float slope, double *sum, double *dot) {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const float y0 = bn_dy(dout, out, i, kind, slope), y1 = bn_dy(dout, out, i + 1, kind, slope);
-        const float y2 = bn_dy(dout, out, i + 2, kind, slope), y3 = bn_dy(dout, out, i + 3, kind, slope);
-        s0 += y0, s1 += y1, s2 += y2, s3 += y3;
-        d0 += (double)y0 * (x[i] - m);
-        d1 += (double)y1 * (x[i + 1] - m);
-        d2 += (double)y2 * (x[i + 2] - m);
-        d3 += (double)y3 * (x[i + 3] - m);
-    }
-    for (; i < n; i++) {
-        const float y = bn_dy(dout, out, i, kind, slope);
-        s0 += y;
-        d0 += (double)y * (x[i] - m);
-    }
-    *sum += (s0 + s1) + (s2 + s3);
-    *dot += (d0 + d1) + (d2 + d3);
+// bn_dy of BN_LANES elements from i
+ALWAYS_INLINE void bn_dy_lanes(FLanes *y, const float *dout, const float *out, size_t i, BnActKind kind,
+                               float slope) {
+    const FLanes dy = LOAD_LANES(dout + i);
+    *y = dy;
+    if (kind == BN_ACT_NONE) return;
+    const FLanes o = LOAD_LANES(out + i), neg = kind == BN_ACT_LRELU ? dy * slope : (FLanes){0};
+    keep_positive(y, &o, &neg);
+    *y = 0.0f + *y;
 }
 
-static inline void bn_backward_channel(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                                       const float *act_out, BnActKind kind, float slope, const float *inp,
-                                       const float *mean, const float *rstd, const float *gamma, int N, int C,
-                                       size_t S, int c) {
+// sum dy and sum dy * (x - m) over one plane, each in sum_f32's / dot_centered's lanes
+// and order (so the same doubles as those two passes), in one pass.
+ALWAYS_INLINE void bn_plane_sums(const float *dout, const float *out, const float *x, size_t n, double m,
+                                 BnActKind kind, float slope, double *sum, double *dot) {
+    DLanes s = {0}, d = {0};
+    size_t i = 0;
+    for (; i + BN_LANES <= n; i += BN_LANES) {
+        FLanes yf;
+        bn_dy_lanes(&yf, dout, out, i, kind, slope);
+        const DLanes y = widen(yf);
+        s += y;
+        d += y * (widen(LOAD_LANES(x + i)) - m);
+    }
+    for (size_t j = 0; i + j < n; j++) {
+        const float y = bn_dy(dout, out, i + j, kind, slope);
+        s[j] += y;
+        d[j] += (double)y * (x[i + j] - m);
+    }
+    *sum += lane_fold(&s);
+    *dot += lane_fold(&d);
+}
+
+ALWAYS_INLINE void bn_backward_channel_as(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                          const float *act_out, BnActKind kind, float slope, const float *inp,
+                                          const float *mean, const float *rstd, const float *gamma, int N, int C,
+                                          size_t S, int c) {
     const double cnt = (double)N * (double)S;
     // forward: y = xhat * gamma + beta, xhat = (x - mean) * rstd, mean and rstd from the batch
     double m = mean[c], rs = rstd[c];
@@ -192,32 +249,42 @@ static inline void bn_backward_channel(float *dinp, float *dgamma, float *dbeta,
         size_t off = ((size_t)n * C + c) * S;
         const float *x = inp + off, *dy = dout + off, *o = act_out ? act_out + off : NULL;
         float *dx = dinp + off;
-#pragma omp simd
-        for (size_t i = 0; i < S; i++) dx[i] += (bn_dy(dy, o, i, kind, slope) - gm - (x[i] - mf) * k) * sc;
+        size_t i = 0;
+        for (; i + BN_LANES <= S; i += BN_LANES) {
+            FLanes g;
+            bn_dy_lanes(&g, dy, o, i, kind, slope);
+            LANES_AT(dx + i) += (g - gm - (LOAD_LANES(x + i) - mf) * k) * sc;
+        }
+        for (; i < S; i++) dx[i] += (bn_dy(dy, o, i, kind, slope) - gm - (x[i] - mf) * k) * sc;
+    }
+}
+
+// one body per activation, each with its kind a constant
+OPS_CLONES static void bn_backward_channel(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                           const float *act_out, BnAct act, const float *inp, const float *mean,
+                                           const float *rstd, const float *gamma, int N, int C, size_t S, int c) {
+    switch (act.kind) {
+    case BN_ACT_NONE:
+        bn_backward_channel_as(dinp, dgamma, dbeta, dout, NULL, BN_ACT_NONE, 0.0f, inp, mean, rstd, gamma, N, C, S,
+                               c);
+        break;
+    case BN_ACT_RELU:
+        bn_backward_channel_as(dinp, dgamma, dbeta, dout, act_out, BN_ACT_RELU, 0.0f, inp, mean, rstd, gamma, N, C,
+                               S, c);
+        break;
+    case BN_ACT_LRELU:
+        bn_backward_channel_as(dinp, dgamma, dbeta, dout, act_out, BN_ACT_LRELU, act.slope, inp, mean, rstd, gamma,
+                               N, C, S, c);
+        break;
     }
 }
 
 void batchnorm_backward_act(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *act_out,
                             BnAct act, const float *inp, const float *mean, const float *rstd, const float *gamma,
                             int N, int C, size_t S) {
-    // one call per activation with a constant kind, so that each inlines into its own loops
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        switch (act.kind) {
-        case BN_ACT_NONE:
-            bn_backward_channel(dinp, dgamma, dbeta, dout, NULL, BN_ACT_NONE, 0.0f, inp, mean, rstd, gamma, N, C, S,
-                                c);
-            break;
-        case BN_ACT_RELU:
-            bn_backward_channel(dinp, dgamma, dbeta, dout, act_out, BN_ACT_RELU, 0.0f, inp, mean, rstd, gamma, N, C,
-                                S, c);
-            break;
-        case BN_ACT_LRELU:
-            bn_backward_channel(dinp, dgamma, dbeta, dout, act_out, BN_ACT_LRELU, act.slope, inp, mean, rstd, gamma,
-                                N, C, S, c);
-            break;
-        }
-    }
+    for (int c = 0; c < C; c++)
+        bn_backward_channel(dinp, dgamma, dbeta, dout, act_out, act, inp, mean, rstd, gamma, N, C, S, c);
 }
 
 void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout, const float *inp,
@@ -226,31 +293,37 @@ void batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *d
                            S);
 }
 
+OPS_CLONES static void bn_backward_eval_channel(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                                                const float *inp, const float *gamma, const float *running_mean,
+                                                const float *running_var, int N, int C, size_t S, float eps, int c) {
+    // forward: y = (x - running_mean) * rs * gamma + beta, rs constant
+    float rs = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
+    double sum_dy = 0, dot = 0;
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * S;
+        if (dbeta) sum_dy += sum_f32(dout + off, S);
+        if (dgamma) dot += dot_centered(dout + off, inp + off, S, running_mean[c]);
+    }
+    if (dbeta) dbeta[c] += (float)sum_dy;
+    if (dgamma) dgamma[c] += (float)(dot * rs);
+    if (!dinp) return;
+    const float sc = rs * gamma[c];
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * S;
+        const float *dy = dout + off;
+        float *dx = dinp + off;
+        size_t i = 0;
+        for (; i + BN_LANES <= S; i += BN_LANES) LANES_AT(dx + i) += LOAD_LANES(dy + i) * sc;
+        for (; i < S; i++) dx[i] += dy[i] * sc;
+    }
+}
+
 void batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta, const float *dout,
                              const float *inp, const float *gamma, const float *running_mean,
                              const float *running_var, int N, int C, size_t S, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)N * C * S >= OPS_PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        // forward: y = (x - running_mean) * rs * gamma + beta, rs constant
-        float rs = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
-        double sum_dy = 0, dot = 0;
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * S;
-            if (dbeta) sum_dy += sum_f32(dout + off, S);
-            if (dgamma) dot += dot_centered(dout + off, inp + off, S, running_mean[c]);
-        }
-        if (dbeta) dbeta[c] += (float)sum_dy;
-        if (dgamma) dgamma[c] += (float)(dot * rs);
-        if (!dinp) continue;
-        const float sc = rs * gamma[c];
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * S;
-            const float *dy = dout + off;
-            float *dx = dinp + off;
-#pragma omp simd
-            for (size_t i = 0; i < S; i++) dx[i] += dy[i] * sc;
-        }
-    }
+    for (int c = 0; c < C; c++)
+        bn_backward_eval_channel(dinp, dgamma, dbeta, dout, inp, gamma, running_mean, running_var, N, C, S, eps, c);
 }
 
 void batchnorm_forward_train_naive(float *out, float *mean, float *rstd, float *running_mean,

@@ -294,6 +294,68 @@ static void test_bn_fused_activation_backward(void **state) {
     free(x); free(g); free(b); free(da); free(out); free(m); free(r); free(dy); free(dx1); free(dx2);
 }
 
+// BatchNorm's sums in the order ops.c documents, written out in scalar code here: 16
+// double lanes per plane, lane j adding the elements j, j + 16, ... in turn, the lanes
+// added pairwise (l[j] += l[j + 8], then + 4, + 2, + 1), the planes' sums added in
+// order of n. Whichever clone (AVX-512, AVX2, baseline) the CPU runs must give these
+// bits; `valgrind` (no AVX-512) runs the AVX2 clone.
+#define REF_LANES 16
+static double ref_lane_sum(const float *a, const float *b, size_t S, double m, int kind) {
+    double l[REF_LANES] = {0};
+    for (size_t i = 0; i < S; i++) {
+        const double d = a[i] - m; // kind 0: a; 1: (a - m)^2; 2: b * (a - m)
+        l[i % REF_LANES] += kind == 0 ? (double)a[i] : kind == 1 ? d * d : (double)b[i] * d;
+    }
+    for (int w = REF_LANES / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) l[j] += l[j + w];
+    return l[0];
+}
+
+static void test_bn_lane_order(void **state) {
+    (void)state;
+    const int shapes[][3] = {{3, 2, 37}, {2, 4, 5001}}; // lanes and a tail; over the OpenMP threshold
+    for (int k = 0; k < 2; k++) {
+        const int N = shapes[k][0], C = shapes[k][1];
+        const size_t S = (size_t)shapes[k][2], n = (size_t)N * C * S;
+        // Multiples of 2^-10 in [-1, 1], whose sums are exact, and in each plane two pairs
+        // +-B that cancel exactly in this order and in no other: 2^60 at elements 0 and
+        // 16 (lane 0 in turn; with 8 or 32 lanes the values between are lost to it), and
+        // 2^50 as the last element of lanes 1 and 9 (the first pair the fold adds; added
+        // in turn, lanes 0 and 2-8 would be lost to it).
+        float *x = rand_buf(n, -1, 1), *dy = rand_buf(n, -1, 1), *g = rand_buf(C, 0.5f, 1.5f);
+        float *b = rand_buf(C, -1, 1), *y = alloc_f32(n), *m = alloc_f32(C), *r = alloc_f32(C);
+        float *dx = alloc_f32(n), *dg = alloc_f32(C), *db = alloc_f32(C);
+        for (size_t i = 0; i < n; i++) x[i] = roundf(x[i] * 1024) / 1024, dy[i] = roundf(dy[i] * 1024) / 1024;
+        const size_t last1 = 1 + (S - 2) / REF_LANES * REF_LANES, last9 = 9 + (S - 10) / REF_LANES * REF_LANES;
+        for (size_t p = 0; p < (size_t)N * C; p++) {
+            float *xp = x + p * S, *dp = dy + p * S;
+            xp[0] = dp[0] = 0x1p60f, xp[16] = dp[16] = -0x1p60f;
+            xp[last1] = dp[last1] = 0x1p50f, xp[last9] = dp[last9] = -0x1p50f;
+        }
+        batchnorm_forward_train(y, m, r, NULL, NULL, x, g, b, N, C, S, 0.1f, 1e-5f, NO_ACT);
+        batchnorm_backward(dx, dg, db, dy, x, m, r, g, N, C, S);
+        const double cnt = (double)N * (double)S;
+        for (int c = 0; c < C; c++) {
+            double sum = 0, ss = 0, sdy = 0, dot = 0;
+            for (int q = 0; q < N; q++) sum += ref_lane_sum(x + ((size_t)q * C + c) * S, NULL, S, 0, 0);
+            const double mean = sum / cnt;
+            for (int q = 0; q < N; q++) ss += ref_lane_sum(x + ((size_t)q * C + c) * S, NULL, S, mean, 1);
+            const float rstd = (float)(1.0 / sqrt(ss / cnt + 1e-5));
+            for (int q = 0; q < N; q++) {
+                const size_t off = ((size_t)q * C + c) * S;
+                sdy += ref_lane_sum(dy + off, NULL, S, 0, 0);
+                dot += ref_lane_sum(x + off, dy + off, S, mean, 2);
+            }
+            const float mf = (float)mean, dbf = (float)sdy, dgf = (float)(dot * rstd);
+            assert_memory_equal(&m[c], &mf, sizeof mf);
+            assert_memory_equal(&r[c], &rstd, sizeof rstd);
+            assert_memory_equal(&db[c], &dbf, sizeof dbf);
+            assert_memory_equal(&dg[c], &dgf, sizeof dgf);
+        }
+        free(x); free(dy); free(g); free(b); free(y); free(m); free(r); free(dx); free(dg); free(db);
+    }
+}
+
 // Same bits with 1, 2 and 3 threads (bit-exact resume depends on it).
 static void test_deterministic_across_threads(void **state) {
     (void)state;
@@ -952,6 +1014,7 @@ int main(void) {
         cmocka_unit_test(test_bn_batch_stats_inference),
         cmocka_unit_test(test_bn_fused_activation),
         cmocka_unit_test(test_bn_fused_activation_backward),
+        cmocka_unit_test(test_bn_lane_order),
         cmocka_unit_test(test_deterministic_across_threads),
         cmocka_unit_test(test_activation_gradcheck),
         cmocka_unit_test(test_bce_gradcheck),
