@@ -356,6 +356,51 @@ static void test_bn_lane_order(void **state) {
     }
 }
 
+// tanh_forward's own tanh (16 lanes in double): within 1 ulp of tanh in double rounded
+// to float, over [-12, 12], near 0 and the series' edge 2^-10, at 9 where it stops, and
+// +-0, +-inf, NaN, subnormals; an element's bits the same on 1-3 threads and wherever
+// it sits in the array (the last few go through a padded copy).
+static void test_tanh(void **state) {
+    (void)state;
+    const size_t n = 20011;
+    float *x = alloc_f32(n), *y = alloc_f32(n), *y2 = alloc_f32(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        const float u = frand();
+        x[i] = i % 4 == 0 ? 12 * u : i % 4 == 1 ? u * 0x1p-9f : i % 4 == 2 ? ldexpf(u, -(int)(i % 140)) : 9 + u * 1e-3f;
+    }
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0x1p-10f, -0x1p-10f, 0x1p-149f, -0x1p-140f, 9.0f,
+                             -9.0f, 1e-7f, 0.5f, -0.55f, 88.0f, -1e30f};
+    memcpy(x, special, sizeof special);
+    tanh_forward(y, x, n);
+    int worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float ref = (float)tanh((double)x[i]);
+        if (isnan(ref)) {
+            assert_true(isnan(y[i]));
+            continue;
+        }
+        if (!signbit(y[i]) != !signbit(ref)) fail_msg("tanh(%a) = %a, tanh in double %a", x[i], y[i], ref);
+        int32_t a, b;
+        memcpy(&a, &y[i], 4), memcpy(&b, &ref, 4);
+        const int ulps = abs(a - b);
+        if (ulps > 1) fail_msg("tanh(%a) = %a, tanh in double %a: %d ulp", x[i], y[i], ref, ulps);
+        worst = ulps > worst ? ulps : worst;
+    }
+    printf("    tanh_forward within %d ulp of tanh in double (%zu values)\n", worst, n);
+    const int saved = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        tanh_forward(y2 + 1, x, n);
+        assert_memory_equal(y2 + 1, y, n * sizeof(float));
+        for (size_t off = 1; off < 40; off += 7) {   // the same elements at other offsets
+            tanh_forward(y2, x + off, n - off);
+            assert_memory_equal(y2, y + off, (n - off) * sizeof(float));
+        }
+    }
+    omp_set_num_threads(saved);
+    free(x), free(y), free(y2);
+}
+
 // Same bits with 1, 2 and 3 threads (bit-exact resume depends on it).
 static void test_deterministic_across_threads(void **state) {
     (void)state;
@@ -1015,6 +1060,7 @@ int main(void) {
         cmocka_unit_test(test_bn_fused_activation),
         cmocka_unit_test(test_bn_fused_activation_backward),
         cmocka_unit_test(test_bn_lane_order),
+        cmocka_unit_test(test_tanh),
         cmocka_unit_test(test_deterministic_across_threads),
         cmocka_unit_test(test_activation_gradcheck),
         cmocka_unit_test(test_bce_gradcheck),
