@@ -164,8 +164,8 @@ FUZZ_OBJ_wire        := wire error
 FUZZ_OBJ_control     := control wire train fileio rng error
 FUZZ_OBJ_safetensors := safetensors ckpt net adam conv gemm ops mem rng fileio error
 FUZZ_OBJ_config      := config loss conv gemm error
-FUZZ_OBJ_image       := image fileio error
-FUZZ_OBJ_dataset     := dataset image rng fileio error
+FUZZ_OBJ_image       := image mem fileio error
+FUZZ_OBJ_dataset     := dataset image mem rng fileio error
 # clang 14 names a target_clones function's ifunc "adam_step.ifunc", which callers in
 # other files do not find: net.o gets the portable clone (no fuzz input reaches it)
 FUZZ_LDFLAGS_safetensors := -Wl,--defsym=adam_step=adam_step.default.1 -lgomp

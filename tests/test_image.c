@@ -8,9 +8,11 @@
 #include <fcntl.h>
 #include <gif_lib.h>
 #include <jpeglib.h>
+#include <omp.h>
 #include <png.h>
 #include <zlib.h>
 
+#include "mdgan/fileio.h"
 #include "mdgan/image.h"
 
 static char tmpdir[4096];
@@ -168,6 +170,65 @@ static void test_png_roundtrip_exact(void **state) {
     assert_null(c.rgb);
     assert_int_equal(c.w, 0);
     image_free(NULL);
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// The writer's bands (a deflate stream per 64 rows, each its own IDAT chunk), read back
+// by libpng, and checked by hand: every chunk's CRC, the IDAT data one zlib stream that
+// inflates (adler32 included) to exactly h filtered rows; a file's bytes the same on 1
+// and 2 threads.
+static void test_png_bands(void **state) {
+    (void)state;
+    const int sizes[][2] = {{1, 1}, {1, 64}, {3, 65}, {200, 129}, {64, 300}};
+    char path[4200];
+    tpath(path, sizeof path, "bands.png");
+    const int saved = omp_get_max_threads();
+    for (int k = 0; k < 5; k++) {
+        const int w = sizes[k][0], h = sizes[k][1];
+        Image a = rand_image(w, h), b;
+        unsigned char *first = NULL;
+        size_t nfirst = 0;
+        for (int t = 1; t <= 2; t++) {
+            omp_set_num_threads(t);
+            assert_int_equal(image_save_png(&a, path), 0);
+            load_ok(&b, path, w, h);
+            assert_memory_equal(a.rgb, b.rgb, (size_t)w * h * 3);
+            image_free(&b);
+            unsigned char *f;
+            size_t n;
+            assert_int_equal(fio_read_all(path, &f, &n), 0);
+            if (t == 1) {
+                first = f, nfirst = n;
+                continue;
+            }
+            assert_int_equal(n, nfirst);
+            assert_memory_equal(f, first, n);
+            free(f);
+        }
+        unsigned char *z = malloc(nfirst), *rows = malloc((size_t)h * (3 * w + 1) + 1);
+        assert_non_null(z), assert_non_null(rows);
+        size_t nz = 0, at = 8;
+        int idats = 0;
+        while (at + 12 <= nfirst) {
+            const uint32_t len = be32(first + at);
+            assert_true(at + 12 + len <= nfirst);
+            const uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), first + at + 4, len + 4);
+            assert_int_equal(be32(first + at + 8 + len), crc);
+            if (!memcmp(first + at + 4, "IDAT", 4)) memcpy(z + nz, first + at + 8, len), nz += len, idats++;
+            at += 12 + len;
+        }
+        assert_int_equal(at, nfirst);
+        assert_int_equal(idats, (h + 63) / 64);
+        uLongf nrows = (uLongf)h * (3 * w + 1) + 1;
+        assert_int_equal(uncompress(rows, &nrows, z, (uLong)nz), Z_OK);
+        assert_int_equal(nrows, (uLongf)h * (3 * w + 1));
+        free(z), free(rows), free(first);
+        image_free(&a);
+    }
+    omp_set_num_threads(saved);
 }
 
 static double mean_abs_diff(const Image *a, const Image *b) {
@@ -944,6 +1005,7 @@ static void test_gif(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_png_roundtrip_exact),
+        cmocka_unit_test(test_png_bands),
         cmocka_unit_test(test_jpeg_roundtrip_close),
         cmocka_unit_test(test_png_16bit),
         cmocka_unit_test(test_png_palette),
