@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mdgan/error.h"
+#include "mdgan/mem.h"
 
 int cli_int(const char *opt, const char *value, long lo, long hi, int *out) {
     char *end = NULL;
@@ -87,6 +88,7 @@ int cli_parse_infer(CliInferArgs *a, int argc, char **argv, const char *input_op
 }
 
 int cli_main(const char *prog, int argc, char **argv, const CliCommand *cmds, void (*usage)(FILE *)) {
+    mem_keep_freed();
     if (argc < 2) {
         usage(stderr);
         return MDGAN_EXIT_USAGE;

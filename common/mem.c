@@ -1,6 +1,7 @@
 // Large arenas on transparent huge pages (include/mdgan/mem.h).
 #include "mdgan/mem.h"
 
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,4 +26,9 @@ void *mem_calloc_big(size_t n, size_t size) {
     void *p = mem_alloc_big(bytes);
     if (p) memset(p, 0, bytes);
     return p;
+}
+
+void mem_keep_freed(void) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }

@@ -16,6 +16,7 @@
 #include "mdgan/train_stages.h"
 #include "mdgan/fileio.h"
 #include "mdgan/image.h"
+#include "mdgan/mem.h"
 #include "mdgan/net.h"
 #include "mdgan/train.h"
 
@@ -191,7 +192,8 @@ static int output_names(char **paths, int n, char ***out, int *clash_a, int *cla
 // A malloc'd copy of the first Ts frames of a clip (3, T, S, S), for the contact sheet.
 static float *clip_head(const float *clip, int T, int Ts, int S) {
     const size_t head = (size_t)Ts * S * S;
-    float *h = malloc(3 * head * sizeof(float));
+    // on huge pages: 16 of these are 100 MB, 25000 first-touch faults in 4 KiB pages
+    float *h = mem_alloc_big(3 * head * sizeof(float));
     if (!h) {
         MDGAN_ERR("out of memory for the contact sheet");
         return NULL;
