@@ -393,15 +393,52 @@ void relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
         dinp[i] += out[i] > 0 ? dout[i] : 0.0f;
 }
 
+// Element-wise kernels on spans of OPS_SPAN elements, one call per span on the threads
+// of a parallel loop; the span functions are clones, like BatchNorm's channels. An
+// element's result never depends on the span it falls in.
+#define OPS_SPAN 4096
+typedef void (*SpanFn)(float *out, const float *a, const float *b, size_t n, float s);
+
+static void on_spans(SpanFn f, float *out, const float *a, const float *b, size_t n, float s, size_t par_min) {
+    const size_t nspan = (n + OPS_SPAN - 1) / OPS_SPAN;
+#pragma omp parallel for schedule(static) if (n >= par_min)
+    for (size_t k = 0; k < nspan; k++) {
+        const size_t at = k * OPS_SPAN;
+        f(out + at, a + at, b ? b + at : NULL, k + 1 < nspan ? OPS_SPAN : n - at, s);
+    }
+}
+
+// out = x > 0 ? x : x * slope. (As a plain loop GCC keeps the branch, the multiply only
+// on its side, and the loop stays scalar.)
+OPS_CLONES static void lrelu_forward_span(float *out, const float *inp, const float *unused, size_t n, float slope) {
+    (void)unused;
+    size_t i = 0;
+    for (; i + BN_LANES <= n; i += BN_LANES) {
+        FLanes v = LOAD_LANES(inp + i);
+        act_lanes(&v, BN_ACT_LRELU, slope);
+        LANES_AT(out + i) = v;
+    }
+    for (; i < n; i++) out[i] = act_scalar(inp[i], BN_ACT_LRELU, slope);
+}
+
 void lrelu_forward(float *out, const float *inp, size_t n, float slope) {
-#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0 ? inp[i] : inp[i] * slope;
+    on_spans(lrelu_forward_span, out, inp, NULL, n, slope, OPS_PAR_MIN);
+}
+
+// dinp += out > 0 ? dout : dout * slope (out = x > 0 ? x : slope * x: d/dx = out > 0 ? 1 : slope)
+OPS_CLONES static void lrelu_backward_span(float *dinp, const float *dout, const float *out, size_t n, float slope) {
+    size_t i = 0;
+    for (; i + BN_LANES <= n; i += BN_LANES) {
+        FLanes g = LOAD_LANES(dout + i);
+        const FLanes o = LOAD_LANES(out + i), neg = g * slope;
+        keep_positive(&g, &o, &neg);
+        LANES_AT(dinp + i) += g;
+    }
+    for (; i < n; i++) dinp[i] += out[i] > 0 ? dout[i] : dout[i] * slope;
 }
 
 void lrelu_backward(float *dinp, const float *dout, const float *out, size_t n, float slope) {
-    // out = x > 0 ? x : slope * x: d/dx = out > 0 ? 1 : slope
-#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
-    for (size_t i = 0; i < n; i++) dinp[i] += out[i] > 0 ? dout[i] : dout[i] * slope;
+    on_spans(lrelu_backward_span, dinp, dout, out, n, slope, OPS_PAR_MIN);
 }
 
 // tanh of BN_LANES floats, in double: tanh|x| = 1 - 2 / (e^{2|x|} + 1), the sign put
@@ -435,7 +472,8 @@ ALWAYS_INLINE void tanh_lanes(float *out, const float *in) {
 
 // in[0..n) in whole lanes, the last few through a padded copy: an element's bits never
 // depend on where a thread's share of the array starts
-OPS_CLONES static void tanh_span(float *out, const float *in, size_t n) {
+OPS_CLONES static void tanh_span(float *out, const float *in, const float *unused, size_t n, float unused_s) {
+    (void)unused, (void)unused_s;
     size_t i = 0;
     for (; i + BN_LANES <= n; i += BN_LANES) tanh_lanes(out + i, in + i);
     if (i == n) return;
@@ -445,11 +483,7 @@ OPS_CLONES static void tanh_span(float *out, const float *in, size_t n) {
     memcpy(out + i, pad, (n - i) * sizeof(float));
 }
 
-void tanh_forward(float *out, const float *inp, size_t n) {
-    const size_t span = 4096, nspan = (n + span - 1) / span;
-#pragma omp parallel for schedule(static) if (n >= OPS_PAR_MIN / 8)
-    for (size_t b = 0; b < nspan; b++) tanh_span(out + b * span, inp + b * span, b + 1 < nspan ? span : n - b * span);
-}
+void tanh_forward(float *out, const float *inp, size_t n) { on_spans(tanh_span, out, inp, NULL, n, 0.0f, OPS_PAR_MIN / 8); }
 
 void tanh_backward(float *dinp, const float *dout, const float *out, size_t n) {
     // out = tanh(x): d/dx = 1 - out^2
