@@ -325,8 +325,12 @@ int image_save_png(const Image *img, const char *path) {
     const int nb = (img->h + PNG_BAND_ROWS - 1) / PNG_BAND_ROWS;
     PngBand *bands = calloc((size_t)nb, sizeof *bands);
     unsigned char *file = NULL;
-    int failed = bands == NULL, rc = -1;
-#pragma omp parallel for schedule(dynamic) if (nb > 1 && !failed)
+    int failed = 0, rc = -1;
+    if (!bands) {
+        MDGAN_ERR("out of memory encoding PNG %s (%dx%d)", path, img->w, img->h);
+        return -1;
+    }
+#pragma omp parallel for schedule(dynamic) if (nb > 1)
     for (int b = 0; b < nb; b++) {
         const int y1 = (b + 1) * PNG_BAND_ROWS < img->h ? (b + 1) * PNG_BAND_ROWS : img->h;
         if (png_band(&bands[b], img, b * PNG_BAND_ROWS, y1, b == nb - 1) != 0) {
@@ -372,7 +376,7 @@ int image_save_png(const Image *img, const char *path) {
     }
     rc = write_atomic(path, file, at);
 done:
-    for (int b = 0; bands && b < nb; b++) free(bands[b].z);
+    for (int b = 0; b < nb; b++) free(bands[b].z);
     free(bands);
     free(file);
     return rc;

@@ -400,6 +400,7 @@ void relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
 typedef void (*SpanFn)(float *out, const float *a, const float *b, size_t n, float s);
 
 static void on_spans(SpanFn f, float *out, const float *a, const float *b, size_t n, float s, size_t par_min) {
+    (void)par_min;   // read only by the pragma: a build without OpenMP (the fuzzers) ignores it
     const size_t nspan = (n + OPS_SPAN - 1) / OPS_SPAN;
 #pragma omp parallel for schedule(static) if (n >= par_min)
     for (size_t k = 0; k < nspan; k++) {
