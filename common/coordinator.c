@@ -302,20 +302,14 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
     snprintf(dir, sizeof dir, "%s/checkpoints", C->run_dir);
     DIR *d = opendir(dir);
     if (!d) return;
-    CkptList known = {0};
-    db_ckpts_list(C->db, C->run_id, stage, collect_ckpt, &known);
     char prefix[64];
     const size_t plen = (size_t)snprintf(prefix, sizeof prefix, "%s_step_", stage);
+    CkptList known = {0};
+    db_ckpts_list(C->db, C->run_id, stage, collect_ckpt, &known);
     for (struct dirent *e; (e = readdir(d));) {
         const char *nm = e->d_name;
         char *end;
-        if (strncmp(nm, prefix, plen) != 0) continue;
-        if (strstr(nm, ".safetensors.tmp.")) {   // a write killed before its rename: never a checkpoint
-            char tmp[PATHN * 2];
-            snprintf(tmp, sizeof tmp, "%s/%s", dir, nm);
-            if (unlink(tmp) == 0) coord_log(C, "info", "removed %s, left by a checkpoint write that was killed", tmp);
-            continue;
-        }
+        if (strncmp(nm, prefix, plen) != 0 || strstr(nm, ".tmp.")) continue;
         long step = strtol(nm + plen, &end, 10);
         if (end == nm + plen || strcmp(end, ".safetensors") != 0 || step < 0 || ckpt_known(&known, step)) continue;
         char path[PATHN * 2], hex[65];
@@ -1021,6 +1015,24 @@ static void print_outputs(Coord *C) {
 }
 
 // Runs the phases the run still needs; the exit code.
+// The temporaries of writes killed before their rename (a checkpoint's, its sidecar's, a
+// sample's), of every stage, whether it runs again or is done: only those of writers no
+// longer alive, as a stage's own start removes them.
+static void remove_dead_temps(Coord *C) {
+    for (int k = 0; k < NPROC; k++) {
+        if (k == P_SERVE) continue;
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "%s_", proc_stage[k]);
+        for (int sub = 0; sub < 2; sub++) {
+            char dir[PATHN + 16];
+            snprintf(dir, sizeof dir, "%s/%s", C->run_dir, sub ? "samples" : "checkpoints");
+            const int n = train_remove_stale_temps(dir, prefix);
+            if (n) coord_log(C, "info", "removed %d temporary file(s) of %s in %s, left by writes that were killed", n,
+                             proc_stage[k], dir);
+        }
+    }
+}
+
 static int go(Coord *C) {
     train_install_signals();
     progress_init(&C->view, "mdgan", 0, 0, 0);
@@ -1028,6 +1040,7 @@ static int go(Coord *C) {
     if (bind_control(C) != 0 || db_run_set_pid(C->db, C->run_id, (int)getpid()) != 0 ||
         db_run_set_status(C->db, C->run_id, "running") != 0)
         return MDGAN_EXIT_RUNTIME;
+    remove_dead_temps(C);
     int r = 0;
     if (C->want_base) r = phase_train(C, P_BASE, NULL);
     if (r == 0 && C->want_refine) r = phase_refine(C);

@@ -76,6 +76,15 @@ static inline int procs_with(const char *needle, int sig) {
 }
 
 // Waits until no process runs in a run's folder (its stages have saved and ended).
+// The pid of a process that has exited (and been reaped).
+static inline pid_t dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    assert_true(pid > 0);
+    waitpid(pid, NULL, 0);
+    return pid;
+}
+
 static inline void expect_stages_gone(const char *run) {
     char dir[1200];
     snprintf(dir, sizeof dir, "%s/runs/%s/", F.root, run);

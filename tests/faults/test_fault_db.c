@@ -103,6 +103,18 @@ static void test_database_deleted(void **state) {
     snprintf(log, sizeof log, "%s/del.out", F.root);
     if (!WAIT_UNTIL(60, show_line(log, "was deleted"))) fail_msg("the coordinator did not notice (see %s)", log);
     kill_coordinator_in_stage_two(coord, "del");
+    // temporaries of writes whose writer died, of the stage that is done (which never
+    // starts again to remove them) as well: the resume removes them all
+    const pid_t dead = dead_pid();
+    const char *temps[] = {"checkpoints/base_step_00000002.safetensors.sha256.tmp",
+                           "checkpoints/refine_step_00000001.safetensors.tmp", "samples/base_step_00000002.png.tmp"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/runs/del/%s.%d", F.root, temps[k], (int)dead);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fclose(f);
+    }
+    printf("    planted 3 temporaries of pid %d, which has exited\n", (int)dead);
     resume_to_done(F.db, "del", NULL);
     expect_done_like("del", "ref", 1);
 }
