@@ -34,6 +34,13 @@ int cli_bn_mode(const char *value, BnMode *out) {
 
 static int threads_set;
 
+// The pthread build of OpenBLAS starts its pool when it is loaded, and each idle worker
+// spins on sched_yield for about 2^28 cycles (0.1 s) before it sleeps: against our two
+// OpenMP threads on two cores that was a third runnable thread, and predict's load and
+// G1 took 0.06 and 0.13 s instead of 0.04 and 0.07. Not in cblas.h, and not in every
+// build of OpenBLAS: weak, called only where it exists.
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 void cli_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     // The convolutions run one-threaded sgemm calls inside their own OpenMP loops: a
@@ -41,7 +48,12 @@ void cli_set_threads(int n) {
     // OpenMP build of OpenBLAS (openblas_get_parallel() == 2) has no pool of its own,
     // runs one-threaded inside a parallel region, and its openblas_set_num_threads
     // sets OpenMP's count too: leave it alone.
-    if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
+    if (openblas_get_parallel() == 1) {
+        openblas_set_num_threads(1);
+        // its sgemm then runs on the calling thread; the idle pool is joined (a call
+        // that wanted threads again would start it anew)
+        if (blas_thread_shutdown_) blas_thread_shutdown_();
+    }
     omp_set_num_threads(n);
     threads_set = n;
 }
