@@ -161,11 +161,11 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fno-omit-fr
 FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lgif -lm
 # the library objects of each target (common/NAME.c)
 FUZZ_OBJ_wire        := wire error
-FUZZ_OBJ_control     := control wire train fileio rng error
-FUZZ_OBJ_safetensors := safetensors ckpt net adam conv gemm ops mem rng fileio error
-FUZZ_OBJ_config      := config loss conv gemm error
-FUZZ_OBJ_image       := image mem fileio error
-FUZZ_OBJ_dataset     := dataset image mem rng fileio error
+FUZZ_OBJ_control     := control wire train fileio sha256 rng error
+FUZZ_OBJ_safetensors := safetensors ckpt net adam conv gemm ops mem rng fileio sha256 error
+FUZZ_OBJ_config      := config loss conv gemm sha256 error
+FUZZ_OBJ_image       := image mem fileio sha256 error
+FUZZ_OBJ_dataset     := dataset image mem rng fileio sha256 error
 # clang 14 names a target_clones function's ifunc "adam_step.ifunc", which callers in
 # other files do not find: net.o gets the portable clone (no fuzz input reaches it)
 FUZZ_LDFLAGS_safetensors := -Wl,--defsym=adam_step=adam_step.default.1 -lgomp

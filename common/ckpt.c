@@ -6,7 +6,7 @@
 
 #include "mdgan/error.h"
 
-#include <sodium.h>
+#include "mdgan/sha256.h"
 
 static void key(char *out, size_t n, const char *prefix, const char *name, const char *suffix) {
     snprintf(out, n, "%s%s%s%s", prefix, *prefix ? "." : "", name, suffix);
@@ -190,12 +190,12 @@ long ckpt_meta_long(const StFile *f, const char *key) {
 }
 
 void ckpt_net_sha256(const Net *net, char hex[65]) {
-    crypto_hash_sha256_state h;
-    crypto_hash_sha256_init(&h);
-    crypto_hash_sha256_update(&h, (const unsigned char *)net->params, net->nparams * sizeof(float));
-    crypto_hash_sha256_update(&h, (const unsigned char *)net->buffers, net->nbuffers * sizeof(float));
-    crypto_hash_sha256_update(&h, (const unsigned char *)&net->bn_batches, sizeof net->bn_batches);
-    unsigned char d[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&h, d);
-    sodium_bin2hex(hex, 65, d, sizeof d);
+    Sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, net->params, net->nparams * sizeof(float));
+    sha256_update(&h, net->buffers, net->nbuffers * sizeof(float));
+    sha256_update(&h, &net->bn_batches, sizeof net->bn_batches);
+    unsigned char d[32];
+    sha256_final(&h, d);
+    sha256_hex(hex, d);
 }

@@ -14,7 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <sodium.h>
+#include "mdgan/sha256.h"
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -651,14 +651,9 @@ int config_to_text(const Config *c, char **text) {
 int config_sha256(const Config *c, char hex[65]) {
     char *text;
     if (config_to_text(c, &text) != 0) return -1;
-    if (sodium_init() < 0) {
-        free(text);
-        MDGAN_ERR("config hash: libsodium failed to initialise");
-        return -1;
-    }
-    unsigned char h[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(h, (const unsigned char *)text, strlen(text));
+    unsigned char h[32];
+    sha256(h, text, strlen(text));
     free(text);
-    sodium_bin2hex(hex, 65, h, sizeof h);
+    sha256_hex(hex, h);
     return 0;
 }

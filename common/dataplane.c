@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
-#include <sodium.h>
+#include "mdgan/sha256.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +23,19 @@
 void dataplane_identity(const Dataset *ds, DataIdentity *id) {
     memset(id, 0, sizeof *id);
     id->frames = ds->T, id->size = ds->H, id->clips = ds->nclips;
-    crypto_hash_sha256_state names;
-    crypto_hash_sha256_init(&names);
+    Sha256 names;
+    sha256_init(&names);
     for (int i = 0; i < ds->nclips; i++) {
         char line[1024];
         int n = snprintf(line, sizeof line, "%s/%s/%d\n", ds->clips[i].video, ds->clips[i].clip, ds->clips[i].window);
-        crypto_hash_sha256_update(&names, (const unsigned char *)line, (size_t)(n < (int)sizeof line ? n : 0));
+        sha256_update(&names, line, (size_t)(n < (int)sizeof line ? n : 0));
     }
-    unsigned char d[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&names, d);
-    sodium_bin2hex(id->clips_sha256, sizeof id->clips_sha256, d, sizeof d);
+    unsigned char d[32];
+    sha256_final(&names, d);
+    sha256_hex(id->clips_sha256, d);
     const size_t bytes = (size_t)ds->nclips * ds->T * ds->H * ds->W * 3;
-    crypto_hash_sha256(d, ds->cache, bytes);
-    sodium_bin2hex(id->data_sha256, sizeof id->data_sha256, d, sizeof d);
+    sha256(d, ds->cache, bytes);
+    sha256_hex(id->data_sha256, d);
 }
 
 static json_t *identity_json(const DataIdentity *id, const char *g1_sha256) {

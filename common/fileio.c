@@ -3,8 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
-#include <sodium.h>
+#include "mdgan/sha256.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,33 +180,20 @@ out:
     return rc;
 }
 
-// sodium_init only seeds libsodium's RNG; SHA-256 works even if it fails, so a
-// failure is ignored here rather than reported from a digest.
-static void sodium_init_once(void) {
-    if (sodium_init() < 0) return;
-}
-
-static void sodium_ready(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, sodium_init_once);
-}
-
 void fio_sha256_hex(const void *buf, size_t n, char hex[65]) {
-    unsigned char d[crypto_hash_sha256_BYTES];
-    sodium_ready();
-    crypto_hash_sha256(d, buf, n);
-    sodium_bin2hex(hex, 65, d, sizeof d);
+    unsigned char d[32];
+    sha256(d, buf, n);
+    sha256_hex(hex, d);
 }
 
 int fio_sha256_file(const char *path, char hex[65]) {
-    sodium_ready();
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         MDGAN_ERR("cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
+    Sha256 st;
+    sha256_init(&st);
     unsigned char chunk[1 << 16];
     for (;;) {
         ssize_t r = read(fd, chunk, sizeof chunk);
@@ -218,12 +204,12 @@ int fio_sha256_file(const char *path, char hex[65]) {
             return -1;
         }
         if (r == 0) break;
-        crypto_hash_sha256_update(&st, chunk, (unsigned long long)r);
+        sha256_update(&st, chunk, (size_t)r);
     }
     close(fd);
-    unsigned char d[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&st, d);
-    sodium_bin2hex(hex, 65, d, sizeof d);
+    unsigned char d[32];
+    sha256_final(&st, d);
+    sha256_hex(hex, d);
     return 0;
 }
 
