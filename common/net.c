@@ -163,7 +163,8 @@ int net_init(Net *net, NetKind kind, int T, int H, int W, int nf, Rng *rng) {
 }
 
 void net_free(Net *net) {
-    free(net->params), free(net->grads), free(net->adam_m), free(net->adam_v), free(net->buffers);
+    mem_free_big(net->params), mem_free_big(net->grads), mem_free_big(net->adam_m), mem_free_big(net->adam_v);
+    free(net->buffers);
     free(net->table);
     memset(net, 0, sizeof *net);
 }
@@ -330,7 +331,7 @@ int acts_init_inference(Acts *a, const Net *net, int N) {
 }
 
 void acts_free(Acts *a) {
-    free(a->arena);
+    mem_free_big(a->arena);
     memset(a, 0, sizeof *a);
 }
 

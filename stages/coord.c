@@ -198,21 +198,21 @@ static int cmd_predict(int argc, char **argv) {
     if (net_levels(a.frames, a.size, a.size, &L, ext) != 0) goto done;
     if (image_load(&photo, a.image) != 0 || image_fit_square(&fitted, &photo, a.size) != 0) goto done;
     if (ckpt_load_generator(&g1, &ck, NET_G1, a.frames, a.size) != 0) goto done;
+    // G2 is loaded once G1 has run, into G1's memory (mem_free_big keeps it); its file is
+    // opened now, so that one that is not there fails before any work
+    const StFile *g2_file = NULL;
     if (a.refine) {
-        if (st_open(&rf, a.refine) != 0 || ckpt_load_generator(&g2, &rf, NET_G2, a.frames, a.size) != 0) goto done;
-        have_g2 = 1;
+        if (st_open(&rf, a.refine) != 0) goto done;
+        g2_file = &rf;
     } else if (ckpt_has_net(&ck, "G2", NET_G2)) {
-        if (ckpt_load_generator(&g2, &ck, NET_G2, a.frames, a.size) != 0) goto done;
-        have_g2 = 1;
+        g2_file = &ck;
     }
     rc = MDGAN_EXIT_RUNTIME;
     const int T = a.frames, S = a.size;
-    // G1's activations are freed before G2's are made: the peak holds one set, not two
-    if (acts_init_inference(&a1, &g1, 1) != 0 || (have_g2 && acts_init_inference(&a2, &g2, 1) != 0)) goto done;
-    size_t wsn = a1.ws_floats > a2.ws_floats ? a1.ws_floats : a2.ws_floats;
-    acts_free(&a2);
+    if (acts_init_inference(&a1, &g1, 1) != 0) goto done;
     const size_t clip = (size_t)3 * T * S * S;
     x = malloc(clip * sizeof(float));
+    size_t wsn = a1.ws_floats;
     ws = mem_alloc_big(wsn * sizeof(float));
     if (!x || !ws) {
         MDGAN_ERR("out of memory for a %d-frame %dx%d clip", T, S, S);
@@ -229,21 +229,36 @@ static int cmd_predict(int argc, char **argv) {
     float *y1 = x;   // the input is not needed any more
     memcpy(y1, acts_output(&a1), clip * sizeof(float));
     acts_free(&a1);
-    if (have_g2) {
+    net_free(&g1);
+    double load_g2 = 0;
+    if (g2_file) {
+        rc = MDGAN_EXIT_USAGE;   // a file that holds no G2 of this shape is bad input
+        if (ckpt_load_generator(&g2, g2_file, NET_G2, a.frames, a.size) != 0) goto done;
+        rc = MDGAN_EXIT_RUNTIME;
+        have_g2 = 1;
+        load_g2 = train_now() - t2;
         if (acts_init_inference(&a2, &g2, 1) != 0) goto done;
+        if (a2.ws_floats > wsn) {
+            mem_free_big(ws);
+            wsn = a2.ws_floats;
+            if (!(ws = mem_alloc_big(wsn * sizeof(float)))) {
+                MDGAN_ERR("out of memory for G2's workspace (%.1f MiB)", (double)wsn * 4 / 1048576.0);
+                goto done;
+            }
+        }
         net_forward(&g2, &a2, y1, a.bn, ws);
     }
     const double t3 = train_now();
     if (write_outputs(&a, y1, have_g2 ? acts_output(&a2) : NULL) != 0) goto done;
-    fprintf(stderr, "predict: load %.3f s, G1 %.3f s, G2 %.3f s, write %.3f s\n", t1 - t0, t2 - t1, t3 - t2,
-            train_now() - t3);
+    fprintf(stderr, "predict: load %.3f s, G1 %.3f s, G2 %.3f s, write %.3f s\n", t1 - t0 + load_g2, t2 - t1,
+            t3 - t2 - load_g2, train_now() - t3);
     printf("wrote %d frames of %dx%d to %s/frame_000.png .. frame_%03d.png%s\n", T, S, S, a.out, T - 1,
            have_g2 ? " (refined by G2)" : "");
     printf("contact sheet: %s/contact_sheet.png\n", a.out);
     if (a.raw) printf("raw float32 (1, 3, %d, %d, %d): %s\n", T, S, S, a.raw);
     rc = MDGAN_EXIT_OK;
 done:
-    free(x), free(ws);
+    free(x), mem_free_big(ws);
     acts_free(&a1), acts_free(&a2);
     net_free(&g1), net_free(&g2);
     image_free(&photo), image_free(&fitted);

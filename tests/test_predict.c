@@ -142,6 +142,15 @@ static void test_bad_checkpoint(void **state) {
     char args[8192];
     snprintf(args, sizeof args, "--checkpoint %s --image %%2$s --out %%3$s/o --frames 8 --size 32", ex);
     expect_bad("no G1 generator", args);
+    // --refine: a file that is not there fails before any work; one without a G2 once
+    // G1 has run (G2 is loaded into G1's memory), still with exit 2 and nothing written
+    expect_bad("nothere.safetensors", "--checkpoint %1$s --refine %3$s/nothere.safetensors --image %2$s --out %3$s/o_r "
+               "--frames 8 --size 32");
+    snprintf(args, sizeof args, "--checkpoint %%1$s --refine %s --image %%2$s --out %%3$s/o_r --frames 8 --size 32", ex);
+    expect_bad("no G2 generator", args);
+    char outdir[1100];
+    snprintf(outdir, sizeof outdir, "%s/o_r", tmp);
+    if (access(outdir, F_OK) == 0) fail_msg("%s was created by a predict that failed", outdir);
 }
 
 static void test_bad_arguments(void **state) {
