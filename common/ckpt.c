@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "mdgan/error.h"
-
 #include "mdgan/sha256.h"
 
 static void key(char *out, size_t n, const char *prefix, const char *name, const char *suffix) {

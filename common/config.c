@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include "mdgan/sha256.h"
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 
 #include "mdgan/error.h"
 #include "mdgan/loss.h"
+#include "mdgan/sha256.h"
 
 // ---------------------------------------------------------------------------
 // The table

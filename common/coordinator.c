@@ -302,10 +302,15 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
     snprintf(dir, sizeof dir, "%s/checkpoints", C->run_dir);
     DIR *d = opendir(dir);
     if (!d) return;
-    char prefix[64];
-    const size_t plen = (size_t)snprintf(prefix, sizeof prefix, "%s_step_", stage);
     CkptList known = {0};
     db_ckpts_list(C->db, C->run_id, stage, collect_ckpt, &known);
+    char prefix[64];
+    const size_t plen = (size_t)snprintf(prefix, sizeof prefix, "%s_step_", stage);
+    // writes killed before their rename (a checkpoint's or its sidecar's) are never a
+    // checkpoint: those of writers no longer alive go, as at a stage's start
+    const int stale = train_remove_stale_temps(dir, prefix);
+    if (stale) coord_log(C, "info", "removed %d temporary file(s) in %s, left by checkpoint writes that were killed",
+                         stale, dir);
     for (struct dirent *e; (e = readdir(d));) {
         const char *nm = e->d_name;
         char *end;
@@ -1014,7 +1019,6 @@ static void print_outputs(Coord *C) {
     fflush(stdout);
 }
 
-// Runs the phases the run still needs; the exit code.
 // The temporaries of writes killed before their rename (a checkpoint's, its sidecar's, a
 // sample's), of every stage, whether it runs again or is done: only those of writers no
 // longer alive, as a stage's own start removes them.
@@ -1033,6 +1037,7 @@ static void remove_dead_temps(Coord *C) {
     }
 }
 
+// Runs the phases the run still needs; the exit code.
 static int go(Coord *C) {
     train_install_signals();
     progress_init(&C->view, "mdgan", 0, 0, 0);

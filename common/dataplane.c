@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
-#include "mdgan/sha256.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include "mdgan/ckpt.h"
 #include "mdgan/error.h"
+#include "mdgan/sha256.h"
 #include "mdgan/train.h"
 
 // ---------------------------------------------------------------- identity

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include "mdgan/sha256.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "mdgan/error.h"
+#include "mdgan/sha256.h"
 
 int fio_read_all(const char *path, unsigned char **buf, size_t *len) {
     *buf = NULL;
