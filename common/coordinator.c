@@ -294,10 +294,26 @@ static int ckpt_known(const CkptList *l, long step) {
     return 0;
 }
 
+// The temporaries of writes killed before their rename (a checkpoint's, its sidecar's, a
+// sample's) of stage: never a checkpoint nor a sample. Only those of writers no longer
+// alive, as a stage's own start removes them.
+static void remove_dead_temps(Coord *C, const char *stage) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s_", stage);
+    for (int sub = 0; sub < 2; sub++) {
+        char dir[PATHN + 16];
+        snprintf(dir, sizeof dir, "%s/%s", C->run_dir, sub ? "samples" : "checkpoints");
+        const int n = train_remove_stale_temps(dir, prefix);
+        if (n) coord_log(C, "info", "removed %d temporary file(s) of %s in %s, left by writes that were killed", n,
+                         stage, dir);
+    }
+}
+
 // Checkpoint files of stage in the run folder that the database does not know: written
 // while no coordinator listened (a stage saves its state when its coordinator dies).
 // Each that verifies against its sidecar and names this run and stage is recorded.
 static void adopt_checkpoints(Coord *C, const char *stage) {
+    remove_dead_temps(C, stage);
     char dir[PATHN + 16];
     snprintf(dir, sizeof dir, "%s/checkpoints", C->run_dir);
     DIR *d = opendir(dir);
@@ -306,11 +322,6 @@ static void adopt_checkpoints(Coord *C, const char *stage) {
     db_ckpts_list(C->db, C->run_id, stage, collect_ckpt, &known);
     char prefix[64];
     const size_t plen = (size_t)snprintf(prefix, sizeof prefix, "%s_step_", stage);
-    // writes killed before their rename (a checkpoint's or its sidecar's) are never a
-    // checkpoint: those of writers no longer alive go, as at a stage's start
-    const int stale = train_remove_stale_temps(dir, prefix);
-    if (stale) coord_log(C, "info", "removed %d temporary file(s) in %s, left by checkpoint writes that were killed",
-                         stale, dir);
     for (struct dirent *e; (e = readdir(d));) {
         const char *nm = e->d_name;
         char *end;
@@ -1019,24 +1030,6 @@ static void print_outputs(Coord *C) {
     fflush(stdout);
 }
 
-// The temporaries of writes killed before their rename (a checkpoint's, its sidecar's, a
-// sample's), of every stage, whether it runs again or is done: only those of writers no
-// longer alive, as a stage's own start removes them.
-static void remove_dead_temps(Coord *C) {
-    for (int k = 0; k < NPROC; k++) {
-        if (k == P_SERVE) continue;
-        char prefix[64];
-        snprintf(prefix, sizeof prefix, "%s_", proc_stage[k]);
-        for (int sub = 0; sub < 2; sub++) {
-            char dir[PATHN + 16];
-            snprintf(dir, sizeof dir, "%s/%s", C->run_dir, sub ? "samples" : "checkpoints");
-            const int n = train_remove_stale_temps(dir, prefix);
-            if (n) coord_log(C, "info", "removed %d temporary file(s) of %s in %s, left by writes that were killed", n,
-                             proc_stage[k], dir);
-        }
-    }
-}
-
 // Runs the phases the run still needs; the exit code.
 static int go(Coord *C) {
     train_install_signals();
@@ -1045,7 +1038,9 @@ static int go(Coord *C) {
     if (bind_control(C) != 0 || db_run_set_pid(C->db, C->run_id, (int)getpid()) != 0 ||
         db_run_set_status(C->db, C->run_id, "running") != 0)
         return MDGAN_EXIT_RUNTIME;
-    remove_dead_temps(C);
+    // also of a stage that is done and never starts again to remove them
+    remove_dead_temps(C, proc_stage[P_BASE]);
+    remove_dead_temps(C, proc_stage[P_REFINE]);
     int r = 0;
     if (C->want_base) r = phase_train(C, P_BASE, NULL);
     if (r == 0 && C->want_refine) r = phase_refine(C);
