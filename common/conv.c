@@ -100,7 +100,9 @@ size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol
 // with its own tile of the workspace and a single-threaded sgemm (cli_set_threads gives
 // OpenBLAS one thread), so one thread pool does everything. Item and tile boundaries
 // depend on the shape only, never on the thread count, so every output element sums
-// its terms in the same order with any number of threads.
+// its terms in the same order with any number of threads. (The column gather's forward
+// is the exception that proves it: its columns and its output channels share no sum,
+// so it may cut them by the thread count; see gather_cut.)
 
 // TILE_FLOATS: a tile's target size (256 KiB, about half an L2). Column-gather tiles
 // keep MIN_COLS columns even when that makes them larger (up to BIG_TILE_FLOATS, and
@@ -110,7 +112,7 @@ size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol
 // channels) one column-gather item computes, so that a few wide tiles still make
 // several items (when the tiles are fewer than GATHER_ITEMS).
 enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64,
-       GATHER_ITEMS = 4, SHARED_BUILD_PARTS = 8 };
+       GATHER_ITEMS = 4, CUT_MIN_COLS = 128 };
 
 static size_t lines_total(const ConvShape *s) { return (size_t)s->oT * s->oH; }
 
@@ -589,9 +591,41 @@ static void lrelu_rows(float *p, size_t ld, int rows, int cols, float slope) {
 
 // ---- the three kinds of work ----
 
+// How the column gather cuts a forward into items (sample, tile, block of output
+// channels) when its tiles alone make fewer than GATHER_ITEMS of them and do not share
+// out evenly over the threads: a deep layer at batch 1, whose sample is one tile (the
+// 128->256 layer at the paper's shape: 8192 rows, 256 columns). Each item builds its
+// own tile GEMM_KC rows at a time, a slab in L2, and multiplies it by its channels'
+// rows of W. One thread: the whole tile, one item. More: narrower tiles, one a thread,
+// while each keeps CUT_MIN_COLS columns (4 strips of the register tile), else blocks of
+// output channels, one a thread, each building the same slabs. (Blocks of 64 channels
+// that shared a whole tile built beforehand read its 8 MB back from L3 for every block:
+// that forward ran at 72-77% of OpenBLAS's sgemm on one thread, one item 87-95%; on two
+// threads 4.1-4.6 ms, a tile a thread 3.9-4.0; at 256->512, 32 columns, 2.5-2.9 ms, a
+// block a thread 2.2-2.4.) No sum runs across columns or channels, so the cut may follow
+// the thread count: every element is the same sum, in the same order, on any.
+typedef struct {
+    size_t lines, tiles; // lines per tile, tiles per sample
+    int kb, kblocks;     // output channels per block, blocks
+} GatherCut;
+
+static GatherCut gather_cut(const ConvShape *s, int threads) {
+    GatherCut c = {gather_lines(s), 0, s->K, 1};
+    c.tiles = (lines_total(s) + c.lines - 1) / c.lines;
+    const long items = (long)s->N * (long)c.tiles;
+    if (threads < 2 || items >= GATHER_ITEMS || items % threads == 0) return c;
+    if (lines_total(s) * s->oW >= (size_t)threads * CUT_MIN_COLS) {
+        c.lines = (lines_total(s) + threads - 1) / threads;
+        c.tiles = (lines_total(s) + c.lines - 1) / c.lines;
+    } else if (s->K >= 2 * K_BLOCK) {
+        c.kb = ((s->K + threads - 1) / threads + 7) / 8 * 8; // whole panels of the register tile
+        c.kblocks = (s->K + c.kb - 1) / c.kb;
+    }
+    return c;
+}
+
 // Column gather: out_n[k-block, tile] = W[k-block, :] vol2col(vol_n)[:, tile], + beta * out.
-// Items (sample, tile, block of output channels) write disjoint parts of out; an item
-// builds its own tile, except where blocks exist: they share tiles built beforehand.
+// Items (gather_cut) write disjoint parts of out, each building its own tile.
 // lrelu: NULL, or the slope of a LeakyReLU applied to each item's block of out right
 // after its product, while it is in cache (the separate passes over the first layers'
 // 8 MB outputs were 4% of a Stage I step's profile on 2 threads).
@@ -603,34 +637,17 @@ static void gather_columns(float *out, float beta, const float *vol, const float
         return;
     }
     const int Ck = s->C * (int)kvol(s), L = (int)col_plane(s);
-    const size_t lines = gather_lines(s), tiles = (lines_total(s) + lines - 1) / lines;
-    // blocks of output channels only where the tiles alone make few items: each block
-    // builds its tile again
-    const int split = s->K >= 2 * K_BLOCK && (long)s->N * (long)tiles < GATHER_ITEMS;
-    const int kb = split ? K_BLOCK : s->K, kblocks = (s->K + kb - 1) / kb;
+    const int threads = conv_threads();
+    const GatherCut cut = gather_cut(s, threads);
+    const size_t lines = cut.lines, tiles = cut.tiles;
+    const int kb = cut.kb, kblocks = cut.kblocks;
     const long items = (long)s->N * (long)tiles * kblocks;
     const size_t table_at = runs_region(s, lines, s->C);
-    // Blocks share their tile: the (fewer than GATHER_ITEMS) tiles are built first, into
-    // the tile parts of the first threads' workspace, by every thread a block of rows at
-    // a time (one build per block made the deep layers' forwards spend more time in
-    // vol2col, 4-float lines, than in their products).
-    const int shared = kblocks > 1 && !table_at;
-    const long builds = shared ? (long)s->N * (long)tiles * SHARED_BUILD_PARTS : 0;
-#pragma omp parallel num_threads(conv_threads())
+#pragma omp parallel num_threads(threads)
     {
         GemmPacked pw; // each thread's view of the one packed W
         gemm_pack_a(&pw, packed_w(s, ws), s->K, Ck, w, Ck, 0);
         float *own = ws + (size_t)omp_get_thread_num() * tile_floats(s);
-#pragma omp for schedule(static)
-        for (long b = 0; b < builds; b++) {
-            const long u = b / SHARED_BUILD_PARTS; // tile u = (sample, tile) in order
-            const int part = (int)(b % SHARED_BUILD_PARTS), r0 = Ck * part / SHARED_BUILD_PARTS,
-                      r1 = Ck * (part + 1) / SHARED_BUILD_PARTS;
-            const size_t q0 = (size_t)(u % (long)tiles) * lines, q1 = tile_end(s, q0, lines);
-            vol2col_tile(ws + (size_t)u * tile_floats(s) + (size_t)r0 * (q1 - q0) * s->oW,
-                         vol + (size_t)(u / (long)tiles) * s->C * vol_plane(s), s, r0, r1, q0, q1,
-                         own + tile_part(s));
-        }
 #pragma omp for schedule(static)
         for (long i = 0; i < items; i++) {
             float *col = own;
@@ -644,9 +661,6 @@ static void gather_columns(float *out, float beta, const float *vol, const float
                 GemmRuns b;
                 region_fill(&b, col, table_at, xn, s, 0, s->C, q0, q1, 1);
                 gemm_nn_packed_runs(&pw, k0, k1 - k0, cols, &b, beta, dst, L);
-            } else if (shared) {
-                gemm_nn_packed(&pw, k0, k1 - k0, cols, w, Ck, 0, ws + (size_t)(i / kblocks) * tile_floats(s), cols,
-                               beta, dst, L);
             } else {
                 // a deep layer's tile (Ck rows in the thousands) would be megabytes, built
                 // into memory and read back: it is built and multiplied GEMM_KC rows at a
