@@ -764,33 +764,39 @@ static int check_videos(const char *what, const float *const *videos, int nvideo
     return 0;
 }
 
-// Copies frame t of a (3, T, H, W) video into an RGB canvas at (ox, oy).
-static void blit_frame(unsigned char *canvas, int cw, int ox, int oy, const float *video, int T,
-                       int t, int H, int W) {
-    size_t hw = (size_t)H * W, chan = (size_t)T * hw;
+// Frame t of a (3, T, H, W) video into an RGB canvas (cw pixels wide) at (ox, oy),
+// each pixel a zoom x zoom block (nearest neighbour): one source line converted once,
+// then copied to its zoom lines.
+static void blit_frame(unsigned char *canvas, int cw, int ox, int oy, const float *video, int T, int t, int H, int W,
+                       int zoom) {
+    const size_t hw = (size_t)H * W, chan = (size_t)T * hw, line = (size_t)W * zoom * 3;
     const float *f = video + (size_t)t * hw;
     for (int y = 0; y < H; y++) {
-        unsigned char *row = canvas + ((size_t)(oy + y) * cw + ox) * 3;
+        unsigned char *row = canvas + ((size_t)(oy + y * zoom) * cw + ox) * 3;
         for (int x = 0; x < W; x++)
-            for (int c = 0; c < 3; c++)
-                row[3 * x + c] = image_u8_from_float(f[c * chan + (size_t)y * W + x]);
+            for (int c = 0; c < 3; c++) {
+                const unsigned char u = image_u8_from_float(f[c * chan + (size_t)y * W + x]);
+                for (int j = 0; j < zoom; j++) row[3 * ((size_t)x * zoom + j) + c] = u;
+            }
+        for (int j = 1; j < zoom; j++) memcpy(row + (size_t)j * cw * 3, row, line);
     }
 }
 
-int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int T, int H, int W,
-                        int gap) {
-    out->w = out->h = 0;
-    out->rgb = NULL;
-    if (check_videos("contact sheet", videos, nvideos, T, H, W) != 0) return -1;
+int sheet_canvas_init(SheetCanvas *c, int rows, int T, int H, int W, int zoom, int gap) {
+    memset(c, 0, sizeof *c);
+    if (rows < 1 || T < 1 || H < 1 || W < 1 || zoom < 1) {
+        MDGAN_ERR("contact sheet: bad shape (rows=%d, T=%d, H=%d, W=%d, zoom=%d)", rows, T, H, W, zoom);
+        return -1;
+    }
     if (gap < 0) {
         MDGAN_ERR("contact sheet: gap %d is negative", gap);
         return -1;
     }
-    int64_t ow = (int64_t)T * W + (int64_t)(T - 1) * gap;
-    int64_t oh = (int64_t)nvideos * H + (int64_t)(nvideos - 1) * gap;
+    const int64_t ow = (int64_t)T * W * zoom + (int64_t)(T - 1) * gap;
+    const int64_t oh = (int64_t)rows * H * zoom + (int64_t)(rows - 1) * gap;
     if (ow > IMAGE_MAX_OUT_SIDE || oh > IMAGE_MAX_OUT_SIDE) {
-        MDGAN_ERR("contact sheet would be %lldx%lld: each side must be <= %d", (long long)ow,
-                  (long long)oh, IMAGE_MAX_OUT_SIDE);
+        MDGAN_ERR("contact sheet would be %lldx%lld: each side must be <= %d", (long long)ow, (long long)oh,
+                  IMAGE_MAX_OUT_SIDE);
         return -1;
     }
     // on huge pages: refine infer's sheet is 13 MB, 3200 first-touch faults in 4 KiB pages
@@ -800,16 +806,46 @@ int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int
         return -1;
     }
     memset(rgb, 255, (size_t)ow * oh * 3);
+    *c = (SheetCanvas){{(int)ow, (int)oh, rgb}, rows, T, H, W, zoom, gap};
+    return 0;
+}
+
+void sheet_canvas_draw(SheetCanvas *c, int row, const float *video, int Tv) {
+    const int step = c->H * c->zoom + c->gap, T = c->T < Tv ? c->T : Tv;
+    // refine infer's 8 rows of 32 128x128 frames: a row's frames on every thread
+#pragma omp parallel for schedule(static) if ((int64_t)T * c->H * c->W * c->zoom * c->zoom >= (1 << 18))
+    for (int t = 0; t < T; t++)
+        blit_frame(c->img.rgb, c->img.w, t * (c->W * c->zoom + c->gap), row * step, video, Tv, t, c->H, c->W,
+                   c->zoom);
+}
+
+void sheet_canvas_keep_rows(SheetCanvas *c, int rows) {
+    if (rows >= 1 && rows < c->rows) {
+        c->rows = rows;
+        c->img.h = rows * c->H * c->zoom + (rows - 1) * c->gap; // rows below the new height go unread
+    }
+}
+
+void sheet_canvas_free(SheetCanvas *c) {
+    free(c->img.rgb);
+    memset(c, 0, sizeof *c);
+}
+
+int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int T, int H, int W,
+                        int gap) {
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    if (check_videos("contact sheet", videos, nvideos, T, H, W) != 0) return -1;
+    SheetCanvas c;
+    if (sheet_canvas_init(&c, nvideos, T, H, W, 1, gap) != 0) return -1;
     // refine infer's sheet is 16 rows of 32 frames: the tiles on every thread (inside the
     // frame writers' parallel loop, as predict's sheet is, on the caller's thread alone)
 #pragma omp parallel for schedule(static) if ((int64_t)nvideos * T * H * W >= (1 << 20))
     for (int tile = 0; tile < nvideos * T; tile++) {
         const int n = tile / T, t = tile % T;
-        blit_frame(rgb, (int)ow, t * (W + gap), n * (H + gap), videos[n], T, t, H, W);
+        blit_frame(c.img.rgb, c.img.w, t * (W + gap), n * (H + gap), videos[n], T, t, H, W, 1);
     }
-    out->w = (int)ow;
-    out->h = (int)oh;
-    out->rgb = rgb;
+    *out = c.img;
     return 0;
 }
 
@@ -892,7 +928,7 @@ int image_save_gif(const char *path, const float *const *videos, int nvideos, in
     size_t extlen = EGifGCBToExtension(&gcb, ext);
     for (int t = 0; t < T; t++) {
         for (int n = 0; n < nvideos; n++)
-            blit_frame(canvas, fw, n * (W + IMAGE_GIF_GAP), 0, videos[n], T, t, H, W);
+            blit_frame(canvas, fw, n * (W + IMAGE_GIF_GAP), 0, videos[n], T, t, H, W, 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < fw; x++) {
                 size_t p = (size_t)y * fw + x;

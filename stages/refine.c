@@ -189,30 +189,6 @@ static int output_names(char **paths, int n, char ***out, int *clash_a, int *cla
     return 0;
 }
 
-// A copy of the first Ts frames of a clip (3, T, S, S), for the contact sheet (free() frees it).
-static float *clip_head(const float *clip, int T, int Ts, int S) {
-    const size_t head = (size_t)Ts * S * S;
-    // on huge pages: 16 of these are 100 MB, 25000 first-touch faults in 4 KiB pages
-    float *h = mem_alloc_big(3 * head * sizeof(float));
-    if (!h) {
-        MDGAN_ERR("out of memory for the contact sheet");
-        return NULL;
-    }
-    for (int c = 0; c < 3; c++) memcpy(h + c * head, clip + (size_t)c * T * S * S, head * sizeof(float));
-    return h;
-}
-
-// The contact sheet: rows [input 0, refined 0, input 1, ...], the first Ts frames of
-// each, enlarged by zoom (nearest neighbour).
-static int save_sheet(const char *path, float *const *rows, int nrows, int Ts, int S, int zoom) {
-    const float *show[2 * SHEET_CLIPS];
-    float *up;
-    if (image_zoom_videos(show, &up, (const float *const *)rows, nrows, Ts, S, S, zoom) != 0) return -1;
-    int rc = image_save_contact_sheet(path, show, nrows, Ts, S * zoom, S * zoom, SHEET_GAP);
-    free(up);
-    return rc;
-}
-
 static int cmd_infer(int argc, char **argv) {
     CliInferArgs a;
     int rc = cli_parse_infer(&a, argc, argv, "input", PROG, usage_infer);
@@ -224,7 +200,8 @@ static int cmd_infer(int argc, char **argv) {
     Net g = {0};
     Acts acts = {0};
     Dataset ds = {0};
-    float *x = NULL, *ws = NULL, *sheet[2 * SHEET_CLIPS] = {0};
+    float *x = NULL, *ws = NULL;
+    SheetCanvas sheet = {0};
     char **frames = NULL, **names = NULL;
     int nframes = 0, nnames = 0, folder_ok = 0, nsheet = 0, refined = 0, skipped = 0;
     double forward_s = 0;
@@ -263,6 +240,10 @@ static int cmd_infer(int argc, char **argv) {
     const int zoom = image_view_zoom(S);
     // the sheet shows as many frames as a PNG row can hold
     const int fit = (IMAGE_MAX_OUT_SIDE + SHEET_GAP) / (S * zoom + SHEET_GAP), Ts = T < fit ? T : fit;
+    // rows [input 0, refined 0, input 1, ...], each drawn as its clip is refined: the
+    // frames of the first clips are not kept to the end (they were 50 MB of floats)
+    const int sheet_rows = 2 * (ds.nclips < SHEET_CLIPS ? ds.nclips : SHEET_CLIPS);
+    if (sheet_rows && sheet_canvas_init(&sheet, sheet_rows, Ts, S, S, zoom, SHEET_GAP) != 0) goto done;
     if (acts_init_inference(&acts, &g, 1) != 0) goto done;
     x = malloc(clip * sizeof(float));
     ws = malloc(acts.ws_floats * sizeof(float));
@@ -312,8 +293,7 @@ static int cmd_infer(int argc, char **argv) {
             forward_s += train_now() - t0;
             const float *y2 = acts_output(&acts);
             if (image_save_frames_named(out_dir, names + f0, y2, T, S, S) != 0) goto done;
-            for (int r = 0; r < 2 && nsheet < 2 * SHEET_CLIPS; r++)
-                if (!(sheet[nsheet++] = clip_head(r ? y2 : x, T, Ts, S))) goto done;
+            for (int r = 0; r < 2 && nsheet < sheet_rows; r++) sheet_canvas_draw(&sheet, nsheet++, r ? y2 : x, T);
             refined++;
         }
         progress_step(&p, i + 1, 1, 1, 1, "%s/%s window %d", dc->video, dc->clip, dc->window);
@@ -325,7 +305,8 @@ static int cmd_infer(int argc, char **argv) {
     }
     char sheet_path[4200];
     snprintf(sheet_path, sizeof sheet_path, "%s/contact_sheet.png", a.out);
-    if (save_sheet(sheet_path, sheet, nsheet, Ts, S, zoom) != 0) goto done;
+    sheet_canvas_keep_rows(&sheet, nsheet);
+    if (image_save_png(&sheet.img, sheet_path) != 0) goto done;
     progress_note(&p, "refine: %d of %d windows in %.1f s (G2's forwards %.2f s)", refined, ds.nclips,
                   train_now() - p.t_start, forward_s);
     printf("wrote %d refined clip%s of %d frames (%dx%d) to %s/<video>/<clip>/ (the input's frame names, as .png)\n",
@@ -337,7 +318,7 @@ static int cmd_infer(int argc, char **argv) {
     rc = MDGAN_EXIT_OK;
 done:
     free_names(frames, nframes), free_names(names, nnames);
-    for (int i = 0; i < 2 * SHEET_CLIPS; i++) free(sheet[i]);
+    sheet_canvas_free(&sheet);
     free(x), free(ws);
     acts_free(&acts);
     net_free(&g);

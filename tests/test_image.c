@@ -921,6 +921,48 @@ static void test_contact_sheet(void **state) {
     free(v[1]);
 }
 
+// A sheet drawn row by row, enlarged by 3, the last of its three rows cut off and only
+// the first 2 of 3 frames shown: the same bytes as image_contact_sheet of the videos
+// enlarged beforehand and cut to 2 frames.
+static void test_sheet_canvas(void **state) {
+    (void)state;
+    const int T = 3, H = 4, W = 5, gap = 2, zoom = 3, Ts = 2;
+    float *v[2] = {make_video(0, T, H, W), make_video(1, T, H, W)};
+    SheetCanvas c;
+    assert_int_equal(sheet_canvas_init(&c, 3, Ts, H, W, zoom, gap), 0);
+    assert_int_equal(c.img.w, Ts * W * zoom + (Ts - 1) * gap);
+    assert_int_equal(c.img.h, 3 * H * zoom + 2 * gap);
+    sheet_canvas_draw(&c, 1, v[1], T);
+    sheet_canvas_draw(&c, 0, v[0], T);
+    sheet_canvas_keep_rows(&c, 2);
+    float *big[2], *head[2];
+    const size_t zh = (size_t)H * zoom * W * zoom;
+    for (int n = 0; n < 2; n++) {
+        big[n] = malloc((size_t)3 * T * zh * sizeof(float));
+        head[n] = malloc((size_t)3 * Ts * zh * sizeof(float));
+        assert_non_null(big[n]);
+        assert_non_null(head[n]);
+        image_upscale_nearest(big[n], v[n], 3, T, H, W, zoom);
+        for (int ch = 0; ch < 3; ch++)
+            memcpy(head[n] + ch * Ts * zh, big[n] + ch * T * zh, Ts * zh * sizeof(float));
+    }
+    Image want;
+    assert_int_equal(image_contact_sheet(&want, (const float *const *)head, 2, Ts, H * zoom, W * zoom, gap), 0);
+    assert_int_equal(c.img.w, want.w);
+    assert_int_equal(c.img.h, want.h);
+    assert_memory_equal(c.img.rgb, want.rgb, (size_t)want.w * want.h * 3);
+    image_free(&want);
+    sheet_canvas_free(&c);
+    assert_null(c.img.rgb);
+    // bad shapes and sizes: -1, nothing allocated
+    assert_int_equal(sheet_canvas_init(&c, 0, T, H, W, 1, gap), -1);
+    assert_int_equal(sheet_canvas_init(&c, 2, T, H, W, 0, gap), -1);
+    assert_int_equal(sheet_canvas_init(&c, 2, T, H, W, 1, -1), -1);
+    assert_int_equal(sheet_canvas_init(&c, 2, 1000, H, W, 20, gap), -1); // 100000 pixels wide
+    assert_null(c.img.rgb);
+    for (int n = 0; n < 2; n++) free(big[n]), free(head[n]), free(v[n]);
+}
+
 static void test_gif(void **state) {
     (void)state;
     const int N = 2, T = 4, H = 8, W = 6, delay = 7;
@@ -1022,6 +1064,7 @@ int main(void) {
         cmocka_unit_test(test_fit_square),
         cmocka_unit_test(test_chw_roundtrip),
         cmocka_unit_test(test_contact_sheet),
+        cmocka_unit_test(test_sheet_canvas),
         cmocka_unit_test(test_gif),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -73,6 +73,21 @@ int image_contact_sheet(Image *out,
                         const float *const *videos, // nvideos x (3, T, H, W) in [-1, 1]
                         int nvideos, int T, int H, int W, int gap);
 
+// The same sheet drawn a row at a time, as the clips come (refine infer draws each clip
+// once it is refined rather than keeping its frames to the end): the white canvas for
+// up to `rows` rows of T frames of H x W, each pixel enlarged to zoom x zoom; a row
+// drawn from frames 0 .. min(T, Tv)-1 of a (3, Tv, H, W) video; keep_rows cuts the
+// sheet to its first rows. sheet_canvas_init returns -1 (with a message) on a bad shape,
+// a side over IMAGE_MAX_OUT_SIDE or no memory.
+typedef struct {
+    Image img;
+    int rows, T, H, W, zoom, gap;
+} SheetCanvas;
+int sheet_canvas_init(SheetCanvas *c, int rows, int T, int H, int W, int zoom, int gap);
+void sheet_canvas_draw(SheetCanvas *c, int row, const float *video, int Tv);
+void sheet_canvas_keep_rows(SheetCanvas *c, int rows);
+void sheet_canvas_free(SheetCanvas *c);
+
 // Animated GIF89a, looping forever (NETSCAPE2.0), T frames of delay_cs centiseconds.
 // With nvideos > 1 the clips play side by side, IMAGE_GIF_GAP white columns apart:
 //   width = nvideos*W + (nvideos-1)*IMAGE_GIF_GAP, height = H.
