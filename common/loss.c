@@ -2,7 +2,9 @@
 // loss of the Refine-Net (DESIGN.md section 3).
 // Sums are double and in a fixed order (L1 splits into a fixed number of chunks, not
 // into one chunk per thread), so the bits do not depend on the thread count.
-// Gram products go to OpenBLAS from serial code: never from inside an OpenMP region.
+// The Gram products (OpenBLAS's ssyrk and sgemm, our gemm_nn) run one-threaded, each
+// from serial code or from one thread of the ranking term's units: never from inside
+// another OpenMP region.
 #include "mdgan/loss.h"
 
 #include <cblas.h>
@@ -12,6 +14,7 @@
 
 #include "mdgan/conv.h"
 #include "mdgan/error.h"
+#include "mdgan/gemm.h"
 
 // softplus(z) = log(1 + e^z) without overflow
 static double softplus(double z) { return (z > 0 ? z : 0) + log1p(exp(-fabs(z))); }
@@ -66,6 +69,30 @@ void l1_backward(float *da, const float *a, const float *b, size_t n, float scal
 
 // ---------------------------------------------------------------- Gram matrices
 
+// One of the two units of g's upper half (g = alpha x x^T): unit 0 its first h rows
+// (their diagonal block by ssyrk, the rest of the rows by sgemm), unit 1 the diagonal
+// block of the other rows. h = 0.293 M (M (1 - 1/sqrt 2), whole panels of 8) gives the
+// two about equal work: h^2/2 + h (M - h) = (M - h)^2 / 2.
+static void gram_upper_half(float *g, const float *x, int M, size_t S, int unit) {
+    const float alpha = (float)(1.0 / ((double)M * (double)S));
+    const int h = (int)(0.2929 * M) / 8 * 8;
+    if (unit == 0) {
+        if (h == 0) return;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, h, (int)S, alpha, x, (int)S, 0.0f, g, M);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, h, M - h, (int)S, alpha, x, (int)S, x + (size_t)h * S,
+                    (int)S, 0.0f, g + h, M);
+    } else {
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M - h, (int)S, alpha, x + (size_t)h * S, (int)S, 0.0f,
+                    g + (size_t)h * M + h, M);
+    }
+}
+
+// The lower half of g from its upper half, so that g is exactly symmetric.
+static void gram_mirror(float *g, int M) {
+    for (int i = 1; i < M; i++)
+        for (int j = 0; j < i; j++) g[(size_t)i * M + j] = g[(size_t)j * M + i];
+}
+
 void gram_forward(float *g, const float *x, int N, int M, size_t S) {
     const size_t MM = (size_t)M * M, MS = (size_t)M * S;
     const float alpha = (float)(1.0 / ((double)M * (double)S));
@@ -74,8 +101,7 @@ void gram_forward(float *g, const float *x, int N, int M, size_t S) {
         // upper half of alpha * x x^T, then mirrored so g is exactly symmetric
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M, (int)S, alpha, x + (size_t)n * MS,
                     (int)S, 0.0f, gn, M);
-        for (int i = 1; i < M; i++)
-            for (int j = 0; j < i; j++) gn[(size_t)i * M + j] = gn[(size_t)j * M + i];
+        gram_mirror(gn, M);
     }
 }
 
@@ -176,23 +202,30 @@ void rank_loss_backward(float *dd2, float *dd1, const float *d2, const float *d1
 static size_t rank_M(const RankShape *s, int l) { return (size_t)s->C[l] * s->T[l]; }
 static size_t rank_S(const RankShape *s, int l) { return (size_t)s->H[l] * s->W[l]; }
 
-// Workspace layout: the Gram of every (sample, layer, input), then one gradient Gram per
-// thread (CONV_MAX_THREADS; only those of threads in use are touched), then the three
-// gradient coefficients of every (sample, layer).
+// The Gram products are cut into units of one thread each, fixed by the shape (so the
+// bits do not depend on the thread count): an item's forward in two units of about
+// equal work, its backward in blocks of RANK_ROWS rows of dX. As whole items (six a
+// sample, three of them 16 times the others' work at the paper's shape) two threads
+// took 2 of the 3 large ones, and the generator's step, whose one large item is
+// Y2's first layer, ran its backward on one thread.
+enum { RANK_ROWS = 64 };
+
+// Workspace layout: the Gram of every (sample, layer, input), then the rows of one
+// gradient Gram per thread (CONV_MAX_THREADS x RANK_ROWS rows; only those of threads in
+// use are touched), then the three gradient coefficients of every (sample, layer).
 static size_t rank_grams_per_sample(const RankShape *s) {
     return 3 * (rank_M(s, 0) * rank_M(s, 0) + rank_M(s, 1) * rank_M(s, 1));
 }
-static size_t rank_mx2(const RankShape *s) {
-    size_t m0 = rank_M(s, 0), m1 = rank_M(s, 1), mx = m0 > m1 ? m0 : m1;
-    return mx * mx;
-}
+static size_t rank_mx(const RankShape *s) { return rank_M(s, 0) > rank_M(s, 1) ? rank_M(s, 0) : rank_M(s, 1); }
+static size_t rank_dg_rows_floats(const RankShape *s) { return (size_t)RANK_ROWS * rank_mx(s); }
 static float *rank_gram(const RankShape *s, float *ws, int n, int l, int k) {
     const size_t m0 = rank_M(s, 0) * rank_M(s, 0);
     return ws + (size_t)n * rank_grams_per_sample(s) + (l ? 3 * m0 : 0) + (size_t)k * rank_M(s, l) * rank_M(s, l);
 }
 
 size_t rank_loss_workspace_floats(const RankShape *s) {
-    return (size_t)s->N * rank_grams_per_sample(s) + (size_t)CONV_MAX_THREADS * rank_mx2(s) + (size_t)s->N * 6;
+    return (size_t)s->N * rank_grams_per_sample(s) + (size_t)CONV_MAX_THREADS * rank_dg_rows_floats(s) +
+           (size_t)s->N * 6;
 }
 
 int rank_form_parse(const char *name, RankForm *form) {
@@ -210,21 +243,27 @@ const char *rank_form_name(RankForm form) { return form == RANK_BOUNDED ? "bound
 float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3],
                          const RankShape *s, RankForm form, float scale, float *ws) {
     // Items (sample n, layer l, input k) are independent: the Gram matrices, then the
-    // gradients, run on every thread, each item with its own buffers and one-threaded
-    // BLAS calls (the same calls as one item at a time, so the same bits); the scalar
-    // part between them runs over the samples in order.
+    // gradients, run on every thread in units of an item (RANK_ROWS above), each with
+    // its own buffers and one-threaded products (the same calls on any thread count, so
+    // the same bits); the scalar part between them runs over the samples in order.
     const int N = s->N, items = N * 6;
-    float *dG0 = ws + (size_t)N * rank_grams_per_sample(s), *coef = dG0 + (size_t)CONV_MAX_THREADS * rank_mx2(s);
+    float *dG0 = ws + (size_t)N * rank_grams_per_sample(s),
+          *coef = dG0 + (size_t)CONV_MAX_THREADS * rank_dg_rows_floats(s);
     int want_grad = 0;
     if (dfeat)
         for (int l = 0; l < 2; l++)
             for (int k = 0; k < 3; k++) want_grad |= dfeat[l][k] != NULL;
 
-#pragma omp parallel for schedule(dynamic) num_threads(conv_threads())
-    for (int i = 0; i < items; i++) {
-        const int n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
-        const size_t S = rank_S(s, l);
-        gram_forward(rank_gram(s, ws, n, l, k), feat[l][k] + (size_t)n * M * S, 1, M, S);
+#pragma omp parallel num_threads(conv_threads())
+    {
+#pragma omp for schedule(dynamic)
+        for (int u = 0; u < 2 * items; u++) {
+            const int i = u / 2, n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
+            const size_t S = rank_S(s, l);
+            gram_upper_half(rank_gram(s, ws, n, l, k), feat[l][k] + (size_t)n * M * S, M, S, u % 2);
+        }
+#pragma omp for schedule(static)
+        for (int i = 0; i < items; i++) gram_mirror(rank_gram(s, ws, i / 6, i / 3 % 2, i % 3), (int)rank_M(s, i / 3 % 2));
     }
 
     double loss = 0;
@@ -267,23 +306,33 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
     }
     if (!want_grad) return (float)(loss / N);
 
+    // dL/dx = (dG + dG^T) x / (M S) = 2 dG x / (M S): the Grams are exactly symmetric
+    // (mirrored), so is dG, an elementwise function of them; a unit makes its rows of
+    // dG, scaled, and adds their product with x into its rows of dX
+    const int blocks = (int)((rank_mx(s) + RANK_ROWS - 1) / RANK_ROWS);
 #pragma omp parallel for schedule(dynamic) num_threads(conv_threads())
-    for (int i = 0; i < items; i++) {
-        const int n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
-        if (!dfeat[l][k]) continue;
-        const size_t S = rank_S(s, l), MM = (size_t)M * M, off = (size_t)n * M * S;
-        const float *c = coef + ((size_t)n * 2 + l) * 3, *gy = rank_gram(s, ws, n, l, 0);
-        float *dG = dG0 + (size_t)omp_get_thread_num() * rank_mx2(s);
-        memset(dG, 0, MM * sizeof(float));
+    for (int u = 0; u < items * blocks; u++) {
+        const int b = u / items, i = u % items, n = i / 6, l = i / 3 % 2, k = i % 3, M = (int)rank_M(s, l);
+        const int r0 = b * RANK_ROWS, r1 = r0 + RANK_ROWS < M ? r0 + RANK_ROWS : M;
+        if (!dfeat[l][k] || r0 >= M) continue;
+        const size_t S = rank_S(s, l), off = (size_t)n * M * S, at = (size_t)r0 * M, count = (size_t)(r1 - r0) * M;
+        const float *c = coef + ((size_t)n * 2 + l) * 3, *gy = rank_gram(s, ws, n, l, 0) + at;
+        float *dG = dG0 + (size_t)omp_get_thread_num() * rank_dg_rows_floats(s);
+        const float two_alpha = (float)(2.0 / ((double)M * (double)S));
         if (k == 0) {  // Y appears in both distances, as the second argument
-            gram_l1_distance_backward(NULL, dG, &c[0], rank_gram(s, ws, n, l, 1), gy, 1, M);
-            gram_l1_distance_backward(NULL, dG, &c[1], rank_gram(s, ws, n, l, 2), gy, 1, M);
-            if (form == RANK_BOUNDED)
-                for (size_t e = 0; e < MM; e++) dG[e] += gy[e] > 0 ? c[2] : gy[e] < 0 ? -c[2] : 0.0f;
+            const float *g1 = rank_gram(s, ws, n, l, 1) + at, *g2 = rank_gram(s, ws, n, l, 2) + at;
+            for (size_t e = 0; e < count; e++) {
+                float d = -(g1[e] > gy[e] ? c[0] : g1[e] < gy[e] ? -c[0] : 0.0f);
+                d -= g2[e] > gy[e] ? c[1] : g2[e] < gy[e] ? -c[1] : 0.0f;
+                if (form == RANK_BOUNDED) d += gy[e] > 0 ? c[2] : gy[e] < 0 ? -c[2] : 0.0f;
+                dG[e] = two_alpha * d;
+            }
         } else {
-            gram_l1_distance_backward(dG, NULL, &c[k - 1], rank_gram(s, ws, n, l, k), gy, 1, M);
+            const float *gk = rank_gram(s, ws, n, l, k) + at, ck = c[k - 1];
+            for (size_t e = 0; e < count; e++) dG[e] = two_alpha * (gk[e] > gy[e] ? ck : gk[e] < gy[e] ? -ck : 0.0f);
         }
-        gram_backward(dfeat[l][k] + off, dG, feat[l][k] + off, 1, M, S);
+        gemm_nn(r1 - r0, (int)S, M, dG, M, 0, feat[l][k] + off, (int)S, 1.0f, dfeat[l][k] + off + (size_t)r0 * S,
+                (int)S);
     }
     return (float)(loss / N);
 }

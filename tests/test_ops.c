@@ -780,8 +780,8 @@ static void rank_features_gradcheck(RankForm form) {
             memcpy(before[l][k], dfeat[l][k], numel[l] * sizeof(float));
         }
     float *ws = alloc_f32(rank_loss_workspace_floats(&s));
-    // every sample's six Grams (M = 6 and 4) and 6 coefficients, a gradient Gram per thread
-    assert_int_equal(rank_loss_workspace_floats(&s), (size_t)s.N * (3 * (36 + 16) + 6) + CONV_MAX_THREADS * 36);
+    // every sample's six Grams (M = 6 and 4) and 6 coefficients, 64 rows of a gradient Gram per thread
+    assert_int_equal(rank_loss_workspace_floats(&s), (size_t)s.N * (3 * (36 + 16) + 6) + CONV_MAX_THREADS * 64 * 6);
     float dist[4];
     const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
     float *grads[2][3] = {{dfeat[0][0], dfeat[0][1], dfeat[0][2]}, {dfeat[1][0], NULL, dfeat[1][2]}};
@@ -827,6 +827,119 @@ static void rank_features_gradcheck(RankForm form) {
         for (int k = 0; k < 3; k++) {
             free(feat[l][k]); free(dfeat[l][k]); free(before[l][k]); free(c.f[l][k]); free(big[l][k]);
         }
+    for (int k = 0; k < 3; k++) free(c.g[k]);
+    free(ws);
+}
+
+// dfeat[l][k] += scale dL_rank/dfeat[l][k] in double, from the definition: per sample,
+// d_k = sum_l |g_l(Yk) - g_l(Y)|_1 / den_l, L = softplus(d2 - d1) / N, and through
+// g = x x^T / (M S): dL/dx = (dL/dg + dL/dg^T) x / (M S).
+static void rank_feat_grad_d(double *dx[2][3], const RankFeatCtx *c, double scale) {
+    for (int n = 0; n < c->s.N; n++) {
+        double d[3] = {0, 0, 0}, den[2], a[2][3];
+        for (int pass = 0; pass < 2; pass++) // 0: the distances, 1: the gradients
+            for (int l = 0; l < 2; l++) {
+                const int M = c->s.C[l] * c->s.T[l];
+                const size_t S = (size_t)c->s.H[l] * c->s.W[l], MM = (size_t)M * M;
+                for (int k = 0; k < 3; k++) gram_d(c->g[k], c->f[l][k] + (size_t)n * M * S, M, S);
+                if (pass == 0) {
+                    den[l] = 1;
+                    if (c->form == RANK_BOUNDED) {
+                        den[l] = RANK_BOUNDED_EPS;
+                        for (size_t i = 0; i < MM; i++) den[l] += fabs(c->g[0][i]);
+                    }
+                    for (int k = 1; k < 3; k++) {
+                        a[l][k] = 0;
+                        for (size_t i = 0; i < MM; i++) a[l][k] += fabs(c->g[k][i] - c->g[0][i]);
+                        d[k] += a[l][k] / den[l];
+                    }
+                    continue;
+                }
+                const double z = d[2] - d[1], g2 = scale / (1 + exp(-z)) / c->s.N, gk[3] = {0, -g2, g2};
+                double *dg = alloc_f64(MM);
+                for (int k = 0; k < 3; k++) {
+                    for (size_t i = 0; i < MM; i++) {
+                        double v = 0;
+                        for (int j = 1; j < 3; j++) {
+                            const double sg = (c->g[j][i] > c->g[0][i]) - (c->g[j][i] < c->g[0][i]);
+                            if (k == j) v += gk[j] / den[l] * sg;
+                            if (k == 0) v -= gk[j] / den[l] * sg;
+                        }
+                        if (k == 0 && c->form == RANK_BOUNDED)
+                            v -= (gk[1] * a[l][1] + gk[2] * a[l][2]) / (den[l] * den[l]) *
+                                 ((c->g[0][i] > 0) - (c->g[0][i] < 0));
+                        dg[i] = v;
+                    }
+                    const double *x = c->f[l][k] + (size_t)n * M * S;
+                    double *out = dx[l][k] + (size_t)n * M * S;
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < M; j++) {
+                            const double w = (dg[(size_t)i * M + j] + dg[(size_t)j * M + i]) / ((double)M * S);
+                            for (size_t t = 0; t < S; t++) out[(size_t)i * S + t] += w * x[(size_t)j * S + t];
+                        }
+                }
+                free(dg);
+            }
+    }
+}
+
+// Grams of 136 and 80 rows: the forward in its two units (h = 32 and 16 rows), the
+// backward in blocks of 64 rows, the last short: the same bits on 1, 2 and 3 threads,
+// and the gradients of the definition in double.
+static void test_rank_loss_features_blocks(void **state) {
+    (void)state;
+    RankShape s = {.N = 2, .C = {17, 20}, .T = {8, 4}, .H = {3, 2}, .W = {5, 3}};
+    RankFeatCtx c = {.s = s, .form = RANK_BOUNDED};
+    float *feat[2][3], *out[3][2][3], dist[3][4], L[3];
+    double *want[2][3];
+    size_t numel[2];
+    for (int k = 0; k < 3; k++) c.g[k] = alloc_f64(136 * 136);
+    for (int l = 0; l < 2; l++) {
+        numel[l] = (size_t)s.N * s.C[l] * s.T[l] * s.H[l] * s.W[l];
+        feat[l][0] = rand_buf(numel[l], -1, 1);
+        for (int k = 1; k < 3; k++) {
+            feat[l][k] = rand_buf(numel[l], -1, 1);
+            for (size_t i = 0; i < numel[l]; i++) feat[l][k][i] = feat[l][0][i] + (k == 1 ? 0.9f : 0.6f) * feat[l][k][i];
+        }
+        for (int k = 0; k < 3; k++) {
+            c.f[l][k] = to_f64(feat[l][k], numel[l]);
+            want[l][k] = alloc_f64(numel[l]);
+        }
+    }
+    rank_feat_grad_d(want, &c, -0.7);
+    float *ws = alloc_f32(rank_loss_workspace_floats(&s));
+    const float *cfeat[2][3] = {{feat[0][0], feat[0][1], feat[0][2]}, {feat[1][0], feat[1][1], feat[1][2]}};
+    const int saved = omp_get_max_threads();
+    for (int t = 0; t < 3; t++) {
+        omp_set_num_threads(t + 1);
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < 3; k++) out[t][l][k] = alloc_f32(numel[l]);
+        L[t] = rank_loss_features(out[t], dist[t], cfeat, &s, RANK_BOUNDED, -0.7f, ws);
+    }
+    omp_set_num_threads(saved);
+    for (int t = 1; t < 3; t++) {
+        assert_true(L[t] == L[0]);
+        assert_memory_equal(dist[t], dist[0], sizeof dist[0]);
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < 3; k++)
+                if (memcmp(out[t][l][k], out[0][l][k], numel[l] * sizeof(float)) != 0)
+                    fail_msg("rank gradient of layer %d input %d: %d threads differ from 1", l, k, t + 1);
+    }
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            double worst = 0, top = 0;
+            for (size_t i = 0; i < numel[l]; i++) {
+                worst = fmax(worst, fabs(out[0][l][k][i] - want[l][k][i]));
+                top = fmax(top, fabs(want[l][k][i]));
+            }
+            printf("    rank blocks: layer %d input %d: max |grad| %.3e, max error %.3e\n", l, k, top, worst);
+            assert_true(top > 0 && worst <= 1e-4 * top);
+        }
+    for (int t = 0; t < 3; t++)
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < 3; k++) free(out[t][l][k]);
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) free(feat[l][k]), free(c.f[l][k]), free(want[l][k]);
     for (int k = 0; k < 3; k++) free(c.g[k]);
     free(ws);
 }
@@ -1070,6 +1183,7 @@ int main(void) {
         cmocka_unit_test(test_rank_loss_gradcheck),
         cmocka_unit_test(test_rank_loss_features_gradcheck),
         cmocka_unit_test(test_rank_loss_features_bounded_gradcheck),
+        cmocka_unit_test(test_rank_loss_features_blocks),
         cmocka_unit_test(test_fixture_bn3d),
         cmocka_unit_test(test_fixture_gram_rank),
         cmocka_unit_test(test_fixture_gram_rank_bounded),

@@ -76,18 +76,18 @@ int rank_form_parse(const char *name, RankForm *form);
 const char *rank_form_name(RankForm form);
 
 // Floats of workspace rank_loss_features needs: the six Gram matrices of every sample,
-// a gradient Gram per thread and six coefficients per sample:
-// N*(3*(M0^2 + M1^2) + 6) + CONV_MAX_THREADS*max(M0, M1)^2 with M_l = C[l]*T[l] (either
-// form; the gradient Grams of threads not in use are never touched).
+// 64 rows of a gradient Gram per thread and six coefficients per sample:
+// N*(3*(M0^2 + M1^2) + 6) + CONV_MAX_THREADS*64*max(M0, M1) with M_l = C[l]*T[l] (either
+// form; the rows of threads not in use are never touched).
 size_t rank_loss_workspace_floats(const RankShape *s);
 
 // Returns L_rank = mean_n softplus(d(Y2,Y)[n] - d(Y1,Y)[n]) with d of the given form.
 // dist, if not NULL, receives d(Y1,Y) in dist[0..N) and d(Y2,Y) in dist[N..2N).
 // For every non-NULL dfeat[l][k] (dfeat itself may be NULL), accumulates
 //   dfeat[l][k] += scale * dL_rank / dfeat[l][k].
-// The (sample, layer, input) items run on OpenMP threads, each with one-threaded BLAS
-// calls (the result does not depend on the thread count). Not from inside an OpenMP
-// region.
+// The Gram products run on OpenMP threads in units fixed by the shape (half a Gram's
+// upper triangle, 64 rows of an input gradient), each with one-threaded products, so
+// the result does not depend on the thread count. Not from inside an OpenMP region.
 float rank_loss_features(float *dfeat[2][3],          // [layer][Y, Y1, Y2] each (N, C, T, H, W) +=, nullable
                          float *dist,                  // (2, N) or NULL
                          const float *feat[2][3],      // [layer][Y, Y1, Y2] each (N, C, T, H, W)
