@@ -100,17 +100,17 @@ size_t conv_weight_numel(const ConvShape *s) { return (size_t)s->K * s->C * kvol
 // with its own tile of the workspace and a single-threaded sgemm (cli_set_threads gives
 // OpenBLAS one thread), so one thread pool does everything. Item and tile boundaries
 // depend on the shape only, never on the thread count, so every output element sums
-// its terms in the same order with any number of threads. (The column gather's forward
-// is the exception that proves it: its columns and its output channels share no sum,
-// so it may cut them by the thread count; see gather_cut.)
+// its terms in the same order with any number of threads. (One exception: the column
+// gather's forward, whose columns and output channels share no sum, may be cut by the
+// thread count; see gather_cut.)
 
 // TILE_FLOATS: a tile's target size (256 KiB, about half an L2). Column-gather tiles
 // keep MIN_COLS columns even when that makes them larger (up to BIG_TILE_FLOATS, and
 // never fewer than FEW_COLS): each sgemm call re-packs W, so a tile of a few dozen
 // columns spends a good part of its time packing (512 columns took the 16->32 layer's
-// forward from 20 to 18 ms at T=32 64x64 batch 4). K_BLOCK: rows of W (output
-// channels) one column-gather item computes, so that a few wide tiles still make
-// several items (when the tiles are fewer than GATHER_ITEMS).
+// forward from 20 to 18 ms at T=32 64x64 batch 4). GATHER_ITEMS, K_BLOCK and
+// CUT_MIN_COLS: when a forward's tiles make fewer than GATHER_ITEMS items, how it is
+// cut further (gather_cut; into blocks of output channels only from 2 * K_BLOCK of them).
 enum { TILE_FLOATS = 1 << 16, ROW_GROUPS = 16, MIN_COLS = 512, FEW_COLS = 64, BIG_TILE_FLOATS = 1 << 20, K_BLOCK = 64,
        GATHER_ITEMS = 4, CUT_MIN_COLS = 128 };
 

@@ -811,6 +811,7 @@ int sheet_canvas_init(SheetCanvas *c, int rows, int T, int H, int W, int zoom, i
 }
 
 void sheet_canvas_draw(SheetCanvas *c, int row, const float *video, int Tv) {
+    if (!c->img.rgb || row < 0 || row >= c->rows) return; // never past the canvas
     const int step = c->H * c->zoom + c->gap, T = c->T < Tv ? c->T : Tv;
     // refine infer's 8 rows of 32 128x128 frames: a row's frames on every thread
 #pragma omp parallel for schedule(static) if ((int64_t)T * c->H * c->W * c->zoom * c->zoom >= (1 << 18))
@@ -838,8 +839,8 @@ int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int
     if (check_videos("contact sheet", videos, nvideos, T, H, W) != 0) return -1;
     SheetCanvas c;
     if (sheet_canvas_init(&c, nvideos, T, H, W, 1, gap) != 0) return -1;
-    // refine infer's sheet is 16 rows of 32 frames: the tiles on every thread (inside the
-    // frame writers' parallel loop, as predict's sheet is, on the caller's thread alone)
+    // a large sheet's tiles on every thread (inside the frame writers' parallel loop, as
+    // predict's sheet is, on the caller's thread alone)
 #pragma omp parallel for schedule(static) if ((int64_t)nvideos * T * H * W >= (1 << 20))
     for (int tile = 0; tile < nvideos * T; tile++) {
         const int n = tile / T, t = tile % T;

@@ -268,9 +268,10 @@ LOSS_CLONES static void rank_dgram_k(float *restrict dG, const float *restrict g
 float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3],
                          const RankShape *s, RankForm form, float scale, float *ws) {
     // Items (sample n, layer l, input k) are independent: the Gram matrices, then the
-    // gradients, run on every thread in units of an item (RANK_ROWS above), each with
-    // its own buffers and one-threaded products (the same calls on any thread count, so
-    // the same bits); the scalar part between them runs over the samples in order.
+    // gradients, run on every thread in units cut from the items (see RANK_ROWS), each
+    // with its own buffers and one-threaded products (the same calls on any thread
+    // count, so the same bits); the scalar part between them runs over the samples in
+    // order.
     const int N = s->N, items = N * 6;
     float *dG0 = ws + (size_t)N * rank_grams_per_sample(s),
           *coef = dG0 + (size_t)CONV_MAX_THREADS * rank_dg_rows_floats(s);
@@ -288,7 +289,8 @@ float rank_loss_features(float *dfeat[2][3], float *dist, const float *feat[2][3
             gram_upper_half(rank_gram(s, ws, n, l, k), feat[l][k] + (size_t)n * M * S, M, S, u % 2);
         }
 #pragma omp for schedule(static)
-        for (int i = 0; i < items; i++) gram_mirror(rank_gram(s, ws, i / 6, i / 3 % 2, i % 3), (int)rank_M(s, i / 3 % 2));
+        for (int i = 0; i < items; i++)
+            gram_mirror(rank_gram(s, ws, i / 6, i / 3 % 2, i % 3), (int)rank_M(s, i / 3 % 2));
     }
 
     double loss = 0;
