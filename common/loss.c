@@ -95,12 +95,10 @@ static void gram_mirror(float *g, int M) {
 
 void gram_forward(float *g, const float *x, int N, int M, size_t S) {
     const size_t MM = (size_t)M * M, MS = (size_t)M * S;
-    const float alpha = (float)(1.0 / ((double)M * (double)S));
     for (int n = 0; n < N; n++) {
+        // the ranking term's two units one after the other, so the same bits as there
         float *gn = g + (size_t)n * MM;
-        // upper half of alpha * x x^T, then mirrored so g is exactly symmetric
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, M, (int)S, alpha, x + (size_t)n * MS,
-                    (int)S, 0.0f, gn, M);
+        for (int unit = 0; unit < 2; unit++) gram_upper_half(gn, x + (size_t)n * MS, M, S, unit);
         gram_mirror(gn, M);
     }
 }

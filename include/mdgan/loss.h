@@ -22,7 +22,8 @@ void l1_backward(float *da, const float *a, const float *b, size_t n, float scal
 
 // ---------------------------------------------------------------- Gram matrices
 // A feature map (N, C, T, H, W) is, per sample, an M x S matrix with M = C*T, S = H*W.
-// g = x x^T / (M*S), computed with OpenBLAS ssyrk (upper half) and mirrored, so g is
+// g = x x^T / (M*S), its upper half computed by OpenBLAS (ssyrk and sgemm, in the two
+// units rank_loss_features runs on two threads, so the same bits) and mirrored, so g is
 // exactly symmetric. Call these outside any OpenMP parallel region.
 void gram_forward(float *g,        // (N, M, M)
                   const float *x,  // (N, M, S)
