@@ -839,13 +839,9 @@ int image_contact_sheet(Image *out, const float *const *videos, int nvideos, int
     if (check_videos("contact sheet", videos, nvideos, T, H, W) != 0) return -1;
     SheetCanvas c;
     if (sheet_canvas_init(&c, nvideos, T, H, W, 1, gap) != 0) return -1;
-    // a large sheet's tiles on every thread (inside the frame writers' parallel loop, as
-    // predict's sheet is, on the caller's thread alone)
-#pragma omp parallel for schedule(static) if ((int64_t)nvideos * T * H * W >= (1 << 20))
-    for (int tile = 0; tile < nvideos * T; tile++) {
-        const int n = tile / T, t = tile % T;
-        blit_frame(c.img.rgb, c.img.w, t * (W + gap), n * (H + gap), videos[n], T, t, H, W, 1);
-    }
+    // (inside the frame writers' parallel loop, as predict's sheet is, each row's frames
+    // stay on the caller's thread: nested regions run on one)
+    for (int n = 0; n < nvideos; n++) sheet_canvas_draw(&c, n, videos[n], T);
     *out = c.img;
     return 0;
 }
