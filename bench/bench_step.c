@@ -55,6 +55,7 @@ enum { SEED = 1234 }; // every case draws weights and inputs from it: --dump is 
 typedef struct {
     Case kase;
     int layers;      // per-layer profile instead of the step
+    const char *only; // --layer NET:J: profile that one (G:3, GT:2, D:5), or NULL for all
     int T, S, nf, N; // frames, frame size, ngf = ndf, batch
     int threads, warmup, min_iters, max_iters;
     double min_time; // seconds of timed iterations at least (after min_iters)
@@ -72,6 +73,8 @@ static void usage(FILE *out) {
             "  --case infer   G1 forward, running BN statistics (default T=32, 128x128, nf=32, batch 1)\n"
             "  --layers       time each convolution of G1 and D alone (forward, dX, dW), beside a bare sgemm\n"
             "                 (shape as train unless given, e.g. --frames 32 --size 128 --nf 32 --batch 1)\n"
+            "  --layer NET:J  with --layers, only layer J of NET (G, GT for G's transposed half, or D),\n"
+            "                 e.g. --layer D:3; the summary counts that layer alone\n"
             "  --threads N    OpenMP and OpenBLAS threads (default 2)\n"
             "  --warmup N     untimed iterations first (default 2)\n"
             "  --iters N      timed iterations at least (default 5)\n"
@@ -619,6 +622,15 @@ static const char *DIR_NAME[NDIR] = {"fwd", "dX", "dW"};
 enum { KIND_G, KIND_GT, KIND_D, NKIND };
 static const char *KIND_NAME[NKIND] = {"G", "G^T", "D"};
 
+// --layer NET:J: whether layer idx of that kind is the one asked for (or all are).
+static int layer_wanted(const Opts *o, int kind, int idx) {
+    if (!o->only) return 1;
+    static const char *SPELL[NKIND] = {"G", "GT", "D"};
+    char want[16];
+    snprintf(want, sizeof want, "%s:%d", SPELL[kind], idx);
+    return strcmp(o->only, want) == 0;
+}
+
 // Every convolution of G1 and D at the shape, alone: each direction of the library call
 // beside the bare sgemm of the same product. (G2 has G1's convolutions, D2 is D.)
 static int profile_layers(const Opts *o, Rng *rng) {
@@ -669,14 +681,15 @@ static int profile_layers(const Opts *o, Rng *rng) {
                                                       {JOB_CONVT_FWD, JOB_CONVT_DX, JOB_CONVT_DW}};
                 static const JobKind REF[2][NDIR] = {{JOB_SG_WX, JOB_SG_WTDY, JOB_SG_DYXT},
                                                      {JOB_SG_WTDY, JOB_SG_WX, JOB_SG_DYXT}};
+                const int kind = tr ? KIND_GT : kinds[k] == NET_D ? KIND_D : KIND_G;
+                const int idx = tr ? nets[k].L + 1 - jl : jl;
+                if (!layer_wanted(o, kind, idx)) continue;
                 double t[NDIR], tref[NDIR];
                 for (int d = 0; d < NDIR; d++) time_pair(&job, OURS[tr][d], REF[tr][d], 5, &t[d], &tref[d]);
                 char shape[64], gemm[32];
                 snprintf(shape, sizeof shape, "%d->%d (%d,%d,%d)->(%d,%d,%d)", s->C, s->K, s->T, s->H, s->W, s->oT,
                          s->oH, s->oW);
                 snprintf(gemm, sizeof gemm, "%d,%d,%d", s->K, L, Ck);
-                const int kind = tr ? KIND_GT : kinds[k] == NET_D ? KIND_D : KIND_G;
-                const int idx = tr ? nets[k].L + 1 - jl : jl;
                 printf("  %-4s %-3d %-29s %-19s", KIND_NAME[kind], idx, shape, gemm);
                 for (int d = 0; d < NDIR; d++) {
                     double share = tref[d] / t[d];
@@ -697,16 +710,22 @@ static int profile_layers(const Opts *o, Rng *rng) {
             free(job.full);
         }
     }
+    // (a kind --layer left out has no sums and is not printed)
     printf("worst share of sgemm per layer kind (layer):");
+    const char *sep = "";
     for (int k = 0; k < NKIND; k++)
         for (int d = 0; d < NDIR; d++)
-            printf("%s %s %s %.0f%% (%d)", k || d ? "," : "", KIND_NAME[k], DIR_NAME[d], 100 * worst[k][d],
-                   worst_at[k][d]);
+            if (sum_ours[k][d] > 0)
+                printf("%s %s %s %.0f%% (%d)", sep, KIND_NAME[k], DIR_NAME[d], 100 * worst[k][d], worst_at[k][d]),
+                    sep = ",";
     // the worst is often a layer of a fraction of a millisecond; the sums weigh by time
     printf("\nshare of sgemm over all layers of a kind (sum of sgemm times / sum of ours):");
+    sep = "";
     for (int k = 0; k < NKIND; k++)
         for (int d = 0; d < NDIR; d++)
-            printf("%s %s %s %.0f%%", k || d ? "," : "", KIND_NAME[k], DIR_NAME[d], 100 * sum_ref[k][d] / sum_ours[k][d]);
+            if (sum_ours[k][d] > 0)
+                printf("%s %s %s %.0f%%", sep, KIND_NAME[k], DIR_NAME[d], 100 * sum_ref[k][d] / sum_ours[k][d]),
+                    sep = ",";
     printf("\nlayer-directions at >= 80%% of sgemm: %d of %d\n", at80, counted);
     printf("(G 1 dX is never needed in training: X takes no gradient; D 1 dX only in the generator's step)\n");
     // With another process on a core, a parallel region of 2 threads on 2 cores can wait
@@ -719,7 +738,8 @@ static int profile_layers(const Opts *o, Rng *rng) {
            o->N, o->threads, at80, counted, other);
     for (int k = 0; k < NKIND; k++)
         for (int d = 0; d < NDIR; d++)
-            printf(" worst_%s_%s=%.3f sum_%s_%s=%.3f", k == KIND_GT ? "GT" : KIND_NAME[k], DIR_NAME[d], worst[k][d],
+            if (sum_ours[k][d] > 0)
+                printf(" worst_%s_%s=%.3f sum_%s_%s=%.3f", k == KIND_GT ? "GT" : KIND_NAME[k], DIR_NAME[d], worst[k][d],
                    k == KIND_GT ? "GT" : KIND_NAME[k], DIR_NAME[d], sum_ref[k][d] / sum_ours[k][d]);
     printf("\n");
     rc = 0;
@@ -738,6 +758,7 @@ static int parse(int argc, char **argv, Opts *o) {
         {"min-time", required_argument, 0, 's'}, {"frames", required_argument, 0, 'T'},
         {"size", required_argument, 0, 'S'},    {"nf", required_argument, 0, 'f'},
         {"batch", required_argument, 0, 'N'},   {"dump", required_argument, 0, 'd'},
+        {"layer", required_argument, 0, 'y'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int T = 0, S = 0, nf = 0, N = 0, c;
     *o = (Opts){.kase = CASE_TRAIN, .threads = 2, .warmup = 2, .min_iters = 5, .max_iters = 1000};
@@ -779,6 +800,17 @@ static int parse(int argc, char **argv, Opts *o) {
             }
             o->dump = optarg;
             break;
+        case 'y': {
+            char net[4];
+            int j, used = 0;
+            if (sscanf(optarg, "%3[A-Z]:%d%n", net, &j, &used) != 2 || optarg[used] ||
+                (strcmp(net, "G") && strcmp(net, "GT") && strcmp(net, "D")) || j < 1) {
+                MDGAN_ERR("--layer: '%s' is not NET:J with NET one of G, GT, D and J a layer from 1", optarg);
+                return -1;
+            }
+            o->only = optarg;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         case ':': MDGAN_ERR("option %s needs a value", argv[optind - 1]); return -1;
         default: MDGAN_ERR("unknown option '%s'", argv[optind - 1]); return -1;
@@ -787,6 +819,10 @@ static int parse(int argc, char **argv, Opts *o) {
     }
     if (optind < argc) {
         MDGAN_ERR("unexpected argument '%s'", argv[optind]);
+        return -1;
+    }
+    if (o->only && !o->layers) {
+        MDGAN_ERR("--layer picks a layer of --layers: give --layers too");
         return -1;
     }
     if (o->layers && o->dump) {
