@@ -1,7 +1,7 @@
 // gemm_nn and gemm_nt (common/gemm.c): our AVX-512 and AVX2 kernels (each that the CPU
 // has) and the OpenBLAS route against a double-precision loop, over shapes that hit
 // every edge of the register tiles (rows past a panel of 8, columns past a strip of 32
-// or a vector of 16, k past a block of 256 or a vector of 16, one to four rows), A given
+// or a vector of 16, k past a block of 256 or a vector of 16, one to four rows, past the few-row kernel's chunks of columns), A given
 // plain or transposed, and beta 0 (C holding NaN, which must not be read), 1 and 0.5;
 // the packed product whole and slab by slab.
 #include "testutil.h"
@@ -21,6 +21,7 @@ static const Shape shapes[] = {
     {1, 1, 1},    {3, 5, 7},     {8, 32, 256},  {9, 33, 257},  {17, 70, 600}, {16, 512, 144},
     {64, 31, 15}, {7, 16, 1},    {130, 17, 40}, {5, 100, 513}, {2, 3, 0},     {66, 48, 16},
     {1, 70, 300}, {4, 33, 40},   {3, 200, 16}, // a few rows: the vector-times-matrix kernel
+    {2, 1100, 40}, {4, 2053, 33},                // ... past its chunks of columns, short last ones
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
