@@ -61,6 +61,7 @@ static const Case tiled_cases[] = {
     {1, 3, 130, 4, 6, 48, {2, 3, 5}, {1, 2, 3}, {1, 1, 1}},  // stride 3 along W; blocks of 64, 64, 2 channels
     {2, 9, 20, 40, 10, 31, {2, 4, 4}, {1, 2, 1}, {0, 1, 2}}, // the adjoint in place: stride 1, tiles cut slices
     {1, 16, 24, 3, 4, 49, {2, 2, 6}, {1, 1, 3}, {0, 0, 1}},  // ... stride 3, two channels a group
+    {2, 1, 4100, 2, 2, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}}, // dW partials' rows wider than their summing buffer
 };
 // The first of tiled_cases that read the column matrix in place (see test_runs_same_bits).
 enum { FIRST_RUNS_CASE = 13 };
