@@ -711,8 +711,20 @@ static void add_partials_transposed(float *dw, const float *partials, long items
     }
 }
 
+// Lines of a piece of a column-gather tile for OpenBLAS's gemm_nt: NT_PIECE_FLOATS at
+// most (512 KiB, a Zen 1 or Zen 3 core's L2), a line at least. Written by vol2col and read
+// back by OpenBLAS's packing, a whole tile of 2 MB (the 16->32 layer at the CPU shape)
+// went through L3 twice: on a Zen 1 that dW ran at 60-74% of sgemm on 2 threads, 96-110%
+// in pieces of 512 KiB, and 73-88% in pieces of 256 KiB (more calls, each re-packing dY).
+enum { NT_PIECE_FLOATS = 1 << 17 };
+static size_t nt_piece_lines(const ConvShape *s) {
+    const size_t lines = NT_PIECE_FLOATS / ((size_t)s->C * kvol(s) * s->oW);
+    return lines > 0 ? lines : 1;
+}
+
 // Weight gradient of a small dW by columns: item (n, part) sums its run of column-gather
-// tiles of sample n into its own partial dW^T (Ck, K); the partials are then added to dW in
+// tiles of sample n (in pieces, nt_piece_lines, on OpenBLAS's gemm_nt) into its own
+// partial dW^T (Ck, K); the partials are then added to dW in
 // item order, so each element's sum has the same order on any thread count. Rows of
 // vol2col are never split, so each sgemm has all Ck columns of dW (a row-grouped sgemm
 // of a first layer has a dozen).
@@ -723,6 +735,7 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
     const long items = (long)s->N * per;
     float *partials = partials_at(s, ws);
     const size_t table_at = gemm_nt_own() ? runs_region(s, lines, s->C) : 0; // (gemm_nt_runs)
+    const size_t nt_lines = nt_piece_lines(s);
 #pragma omp parallel for schedule(static) num_threads(conv_threads())
     for (long i = 0; i < items; i++) {
         float *col = ws + (size_t)omp_get_thread_num() * tile_floats(s);
@@ -740,9 +753,14 @@ static void gather_weight_grad_by_columns(float *dw, const float *colside, const
                 GemmRuns a;
                 region_fill(&a, col, table_at, xn, s, 0, s->C, q0, q1, 1);
                 gemm_nt_runs(Ck, s->K, cols, &a, dy, L, t == t0 ? 0.0f : 1.0f, part_dw, s->K);
-            } else {
-                vol2col_tile(col, xn, s, 0, Ck, q0, q1, col + tile_part(s));
-                gemm_nt(Ck, s->K, cols, col, cols, dy, L, t == t0 ? 0.0f : 1.0f, part_dw, s->K);
+            } else {   // OpenBLAS's gemm_nt, on pieces of the tile that stay in L2
+                for (size_t p0 = q0; p0 < q1; p0 += nt_lines) {
+                    const size_t p1 = p0 + nt_lines < q1 ? p0 + nt_lines : q1;
+                    const int pcols = (int)((p1 - p0) * s->oW);
+                    vol2col_tile(col, xn, s, 0, Ck, p0, p1, col + tile_part(s));
+                    gemm_nt(Ck, s->K, pcols, col, pcols, dy + (p0 - q0) * s->oW, L, t == t0 && p0 == q0 ? 0.0f : 1.0f,
+                            part_dw, s->K);
+                }
             }
         }
     }
